@@ -1,0 +1,23 @@
+"""Unstable Gradients: the package behind the executable book.
+
+Models, activations, initialisers and gradient diagnostics for reproducing *Survey of Unstable
+Gradients in Deep Neural Network Training* (Chen & Xiang, Journal of Software 29(7), 2018).
+
+Modules: ``activations``, ``init``, ``losses``, ``models``, ``backprop`` (hand-written backward
+passes), ``training``, ``diagnostics``, ``data``, ``plotting``, ``reproduce`` (the ledger),
+``report`` (execution report and generated pages), ``experiments`` (chapter drivers).
+"""
+from .activations import ACTIVATIONS, get_activation
+from .diagnostics import GradientProfile, gradient_profile, learning_speed
+from .init import INITIALIZERS, initialize
+from .models import MLP, SmallCNN, VanillaRNN, build_model, deep_mlp
+from .training import TrainResult, train
+from .utils import get_device, set_seed
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ACTIVATIONS", "get_activation", "INITIALIZERS", "initialize", "MLP", "SmallCNN", "VanillaRNN",
+    "build_model", "deep_mlp", "GradientProfile", "gradient_profile", "learning_speed", "TrainResult",
+    "train", "set_seed", "get_device", "__version__",
+]
