@@ -15,7 +15,8 @@ from matplotlib.figure import Figure
 from .activations import get_activation
 from .diagnostics import GradientProfile
 
-__all__ = ["color_for", "plot_profiles", "plot_activations", "plot_series", "new_axes", "PALETTE"]
+__all__ = ["color_for", "plot_profiles", "plot_activations", "plot_series", "plot_seed_spread", "plot_bands",
+           "new_axes", "PALETTE"]
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f"]
 _assigned: dict[str, str] = {}
@@ -76,6 +77,44 @@ def plot_series(ax: Axes, x: Sequence[float], series: Mapping[str, Sequence[floa
     """Several labelled curves against a shared x (e.g. epochs), optionally on a log y axis."""
     for label, ys in series.items():
         (ax.semilogy if logy else ax.plot)(x[: len(ys)], ys, label=label, color=color_for(label))
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
+def plot_seed_spread(ax: Axes, samples: np.ndarray, reference: Sequence[float] | None = None,
+                     labels: Sequence[str] | None = None, ylabel: str = "", ref_label: str = "paper",
+                     title: str | None = None) -> Figure:
+    """Box plots of ``samples`` (seeds x quantities) on a log axis, with a paper's single-run
+    values drawn as red crosses on top."""
+    samples = np.asarray(samples)
+    pos = np.arange(1, samples.shape[1] + 1)
+    ax.boxplot(samples, positions=pos, whis=(5, 95), showfliers=False, widths=0.5)
+    if reference is not None:
+        ax.plot(pos[: len(reference)], reference, "x", color="#d62728", ms=9, mew=2, label=ref_label)
+        ax.legend(fontsize=8)
+    ax.set_yscale("log")
+    ax.set_xticks(pos, labels or [str(p) for p in pos])
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(True, axis="y", alpha=0.3)
+    return ax.figure
+
+
+def plot_bands(ax: Axes, x: Sequence[float], runs: Mapping[str, np.ndarray], xlabel: str, ylabel: str,
+               logy: bool = True, title: str | None = None) -> Figure:
+    """Median over runs (rows) of each labelled array, with the min-max band shaded."""
+    for label, arr in runs.items():
+        arr = np.asarray(arr)
+        c = color_for(label)
+        ax.plot(x, np.median(arr, 0), color=c, label=label)
+        ax.fill_between(x, arr.min(0), arr.max(0), color=c, alpha=0.2, lw=0)
+    if logy:
+        ax.set_yscale("log")
     ax.set(xlabel=xlabel, ylabel=ylabel)
     if title:
         ax.set_title(title)

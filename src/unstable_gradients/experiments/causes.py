@@ -116,16 +116,18 @@ def chain_factors(depth: int = 5, chains: int = 10_000, activation: str = "sigmo
 NIELSEN = dict(images=1000, width=30, lr=0.1, batch_size=1000, lmbda=5.0, epochs=500)
 
 
-def nielsen_net(hidden_layers: int, seed: int) -> MLP:
-    """Nielsen's ``network2.Network([784] + [30] * hidden_layers + [10])`` with its default init."""
-    return MLP([784] + [NIELSEN["width"]] * hidden_layers + [10], activation="sigmoid", init="lecun_normal",
+def nielsen_net(hidden_layers: int, seed: int, width: int = NIELSEN["width"], activation: str = "sigmoid") -> MLP:
+    """Nielsen's ``network2.Network([784] + [30] * hidden_layers + [10])`` with its default init
+    (weights N(0, 1/n_in), biases N(0, 1)); ``width`` and ``activation`` vary it."""
+    return MLP([784] + [width] * hidden_layers + [10], activation=activation, init="lecun_normal",
                bias_std=1.0, seed=seed)
 
 
-def nielsen_initial_speeds(X: Tensor, y: Tensor, hidden_layers: int, seeds: range | list[int]) -> np.ndarray:
+def nielsen_initial_speeds(X: Tensor, y: Tensor, hidden_layers: int, seeds: range | list[int],
+                           width: int = NIELSEN["width"], activation: str = "sigmoid") -> np.ndarray:
     """Speed of learning (||dC/db_l|| of each hidden layer) at initialisation, one row per seed."""
-    rows = [learning_speed(nielsen_net(hidden_layers, s).double(), X.double(), y, loss="bce_with_logits")
-            for s in seeds]
+    rows = [learning_speed(nielsen_net(hidden_layers, s, width, activation).double(), X.double(), y,
+                           loss="bce_with_logits") for s in seeds]
     return np.array(rows)
 
 
