@@ -1,5 +1,5 @@
 # The two commands of the README: `make book` and `make test`. Both set up .venv themselves.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
@@ -13,9 +13,8 @@ export MPLBACKEND := Agg
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH; set PYTHON=..."; exit 1; }
+	@$(PYTHON) -c "import sys; assert sys.version_info >= (3, 10), sys.version" || { echo "need Python 3.11 (python3.11 on PATH, or make PYTHON=...)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	# torch first, pinned: 2.13.0 is the CPU wheel this project is tested with
 	$(PY) -m pip install --quiet "torch==2.13.0"
 	$(PY) -m pip install --quiet -e ".[book,test]"

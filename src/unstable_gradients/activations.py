@@ -12,8 +12,6 @@ autograd uses, so that hand-written and automatic gradients agree exactly.
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -35,6 +33,10 @@ class Activation(nn.Module):
 
     def derivative(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def parameter_grads(self, x: Tensor, grad_output: Tensor) -> dict[str, Tensor]:
+        """de/dp for the activation's own trainable parameters, given de/df(x); none by default."""
+        return {}
 
     def extra_repr(self) -> str:
         return ""
@@ -167,8 +169,10 @@ class PReLU(Activation):
         self.weight = nn.Parameter(torch.full((num_parameters,), float(init)))
 
     def _slope(self, x: Tensor) -> Tensor:
-        if self.num_parameters == 1 or x.dim() < 2:
-            return self.weight.reshape(()) if self.num_parameters == 1 else self.weight
+        if self.num_parameters == 1:
+            return self.weight.reshape(())
+        if x.dim() < 2:
+            return self.weight
         shape = [1] * x.dim()
         shape[1] = self.num_parameters
         return self.weight.reshape(shape)
@@ -179,6 +183,14 @@ class PReLU(Activation):
     def derivative(self, x: Tensor) -> Tensor:
         slope = self._slope(x).detach()
         return torch.where(x > 0, torch.ones_like(x), slope * torch.ones_like(x))
+
+    def parameter_grads(self, x: Tensor, grad_output: Tensor) -> dict[str, Tensor]:
+        """de/da = sum of de/df * x over the inputs where x <= 0 (per channel, or all of them)."""
+        g = grad_output * torch.where(x > 0, torch.zeros_like(x), x)
+        if self.num_parameters == 1:
+            return {"weight": g.sum().reshape(1)}
+        dims = [d for d in range(g.dim()) if d != (1 if g.dim() > 1 else 0)]
+        return {"weight": g.sum(dim=dims) if dims else g}
 
     def extra_repr(self) -> str:
         return f"num_parameters={self.num_parameters}"
@@ -211,7 +223,8 @@ class Softplus(Activation):
         self.beta = float(beta)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.softplus(x, beta=self.beta, threshold=math.inf)
+        # log(1 + e^{bx}) / b computed as logaddexp(bx, 0) / b: no overflow for large bx
+        return torch.logaddexp(self.beta * x, torch.zeros_like(x)) / self.beta
 
     def derivative(self, x: Tensor) -> Tensor:
         return torch.sigmoid(self.beta * x)
@@ -241,6 +254,13 @@ class Swish(Activation):
         beta = self.beta.detach()
         s = torch.sigmoid(beta * x)
         return s + beta * x * s * (1 - s)
+
+    def parameter_grads(self, x: Tensor, grad_output: Tensor) -> dict[str, Tensor]:
+        """de/dbeta = sum of de/df * x^2 s (1 - s), only when beta is learnable."""
+        if not isinstance(self.beta, nn.Parameter):
+            return {}
+        s = torch.sigmoid(self.beta.detach() * x)
+        return {"beta": (grad_output * x**2 * s * (1 - s)).sum()}
 
     def extra_repr(self) -> str:
         return f"beta={float(self.beta):g}"

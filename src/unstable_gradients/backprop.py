@@ -27,7 +27,8 @@ class Gradients:
     """Result of a hand-written backward pass.
 
     ``outputs``: de/dx for each hidden output (layer or time step), in forward order.
-    ``params``: de/dp for each named parameter, keyed as in ``model.named_parameters()``.
+    ``params``: de/dp for each named parameter, keyed as in ``model.named_parameters()``
+    (activation parameters such as PReLU slopes included).
     """
 
     loss: float
@@ -61,8 +62,10 @@ def mlp_backward(model: MLP, x: Tensor, target: Tensor, loss: str = "cross_entro
     grads.params[f"linears.{n - 1}.weight"] = delta.T @ xs[-1]
     grads.params[f"linears.{n - 1}.bias"] = delta.sum(0)
     dx = delta @ model.linears[-1].weight  # de/dx_{L-1}
-    outputs = [dx]
+    outputs = [dx] if n > 1 else []
     for l in range(n - 2, -1, -1):
+        for pname, g in model.activations[l].parameter_grads(ys[l], dx).items():  # e.g. PReLU slopes
+            grads.params[f"activations.{l}.{pname}"] = g
         delta = dx * model.activations[l].derivative(ys[l])  # de/dy_l, eq. 21
         grads.params[f"linears.{l}.weight"] = delta.T @ xs[l]  # eq. 5
         grads.params[f"linears.{l}.bias"] = delta.sum(0)  # eq. 6
@@ -117,6 +120,8 @@ def cnn_backward(model: SmallCNN, x: Tensor, target: Tensor, loss: str = "cross_
     dx = (delta @ model.classifier.weight).reshape(xs[-1].shape)
     outputs = [dx]
     for l in range(len(model.convs) - 1, -1, -1):
+        for pname, g in model.activations[l].parameter_grads(ys[l], dx).items():
+            grads.params[f"activations.{l}.{pname}"] = g
         dy = dx * model.activations[l].derivative(ys[l])  # eq. 21 for maps
         dx, dk, db = conv2d_backward(xs[l], model.convs[l].weight, dy)
         grads.params[f"convs.{l}.weight"] = dk

@@ -52,7 +52,7 @@ class GradientProfile:
 
 def weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """Leaf-most modules that own weights (Linear, Conv, RNN, ...), in registration order."""
-    found = [(n, m) for n, m in model.named_modules() if isinstance(m, _WEIGHTED)]
+    found = [(n or type(model).__name__, m) for n, m in model.named_modules() if isinstance(m, _WEIGHTED)]
     if not found:  # models written with bare nn.Parameters (e.g. VanillaRNN): the model itself
         found = [(n or type(model).__name__, m) for n, m in model.named_modules()
                  if any(p.dim() >= 2 for p in m.parameters(recurse=False))]

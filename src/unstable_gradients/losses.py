@@ -27,6 +27,8 @@ __all__ = ["Loss", "LOSSES", "get_loss"]
 def _as_float_target(output: Tensor, target: Tensor) -> Tensor:
     """Integer class labels become one-hot rows matching ``output``."""
     if target.dtype in (torch.int64, torch.int32, torch.uint8) and output.dim() == 2 and target.dim() == 1:
+        if target.shape[0] != output.shape[0]:
+            raise ValueError(f"{target.shape[0]} labels for a batch of {output.shape[0]} outputs")
         return F.one_hot(target.long(), output.shape[1]).to(output.dtype)
     if target.shape != output.shape:
         raise ValueError(f"target shape {tuple(target.shape)} does not match output {tuple(output.shape)}")

@@ -35,7 +35,8 @@ OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 @dataclass
 class Divergence:
     """Where training stopped: step (0-based, counted over all epochs), epoch, the first layer
-    whose output (forward) or gradient (backward) was non-finite, and which of the two."""
+    whose output (forward) or gradient (backward) was non-finite, and which of the two
+    (``where="loss"`` when every layer was finite and only the loss overflowed)."""
 
     step: int
     epoch: int
@@ -175,7 +176,7 @@ def train(model: nn.Module, X: Tensor, y: Tensor, *, epochs: int = 1, batch_size
                 bad_grad = _first_nonfinite_grad(model) if torch.isfinite(value) else None
                 if not torch.isfinite(value) or bad_grad:
                     layer = first_nonfinite_layer(model, xb)
-                    where = "output" if layer else "gradient"
+                    where = "output" if layer else ("gradient" if bad_grad else "loss")
                     div = Divergence(step, epoch, layer or bad_grad or "loss", where, float(value.detach()))
                     if on_divergence == "raise":
                         raise TrainingDiverged(div)

@@ -36,6 +36,10 @@ class VanillaRNN(nn.Module):
         self.b_o = nn.Parameter(torch.zeros(output_size))
         self.activation = get_activation(activation)
         gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        bound = 1 / hidden_size**0.5  # torch.nn.RNN's default, used when init is None
+        for p in (self.W_xh, self.W_hh, self.W_ho):
+            with torch.no_grad():
+                p.uniform_(-bound, bound, generator=gen)
         if init is not None:
             initialize(self, init, generator=gen, **(init_kwargs or {}))
             with torch.no_grad():
