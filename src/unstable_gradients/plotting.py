@@ -72,17 +72,22 @@ def plot_activations(ax_f: Axes, ax_d: Axes, names: Sequence[str], x_range: tupl
     return ax_f.figure
 
 
-def plot_series(ax: Axes, x: Sequence[float], series: Mapping[str, Sequence[float]], xlabel: str, ylabel: str,
-                logy: bool = True, title: str | None = None) -> Figure:
-    """Several labelled curves against a shared x (e.g. epochs), optionally on a log y axis."""
-    for label, ys in series.items():
-        (ax.semilogy if logy else ax.plot)(x[: len(ys)], ys, label=label, color=color_for(label))
+def _finish(ax: Axes, xlabel: str, ylabel: str, title: str | None) -> Figure:
+    """Axis labels, optional title, a light grid and the legend: the common end of a line plot."""
     ax.set(xlabel=xlabel, ylabel=ylabel)
     if title:
         ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     return ax.figure
+
+
+def plot_series(ax: Axes, x: Sequence[float], series: Mapping[str, Sequence[float]], xlabel: str, ylabel: str,
+                logy: bool = True, title: str | None = None) -> Figure:
+    """Several labelled curves against a shared x (e.g. epochs), optionally on a log y axis."""
+    for label, ys in series.items():
+        (ax.semilogy if logy else ax.plot)(x[: len(ys)], ys, label=label, color=color_for(label))
+    return _finish(ax, xlabel, ylabel, title)
 
 
 def plot_seed_spread(ax: Axes, samples: np.ndarray, reference: Sequence[float] | None = None,
@@ -115,9 +120,4 @@ def plot_bands(ax: Axes, x: Sequence[float], runs: Mapping[str, np.ndarray], xla
         ax.fill_between(x, arr.min(0), arr.max(0), color=c, alpha=0.2, lw=0)
     if logy:
         ax.set_yscale("log")
-    ax.set(xlabel=xlabel, ylabel=ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
-    return ax.figure
+    return _finish(ax, xlabel, ylabel, title)

@@ -132,14 +132,21 @@ def render_pages(root: Path | None = None) -> None:
     gen.mkdir(parents=True, exist_ok=True)
     entries = _read(gen / "reproductions.json")
     n_ok = sum(e["passed"] for e in entries)
-    lines = [f"{n_ok} of {len(entries)} checked numbers reproduce within tolerance.", "",
-             "| id | source | paper | ours | tolerance | status | chapter | note |", "|---|---|---|---|---|---|---|---|"]
-    for e in entries:
-        tol = f"±{e['tolerance']:.0%}" if e.get("relative") else f"±{_fmt(e['tolerance'])}"
-        status = "✅ reproduced" if e["passed"] else "❌ not reproduced"
-        chapter = f"{{doc}}`/book/{e['notebook']}`"
-        lines.append(f"| `{e['id']}` | {e['source']} | {_fmt(e['paper'])} | {_fmt(e['ours'])} | {tol} | {status} "
-                     f"| {chapter} | {e.get('note', '')} |")
+    lines = [f"**{n_ok} of {len(entries)}** checked numbers reproduce within tolerance.", ""]
+    for notebook in sorted({e["notebook"] for e in entries}):
+        rows = [e for e in entries if e["notebook"] == notebook]
+        lines += [f"## {{doc}}`/book/{notebook}`", "", "| id | source | paper | ours | tolerance | status |",
+                  "|---|---|--:|--:|--:|---|"]
+        notes: list[str] = []
+        for e in rows:
+            tol = f"±{e['tolerance']:.0%}" if e.get("relative") else f"±{_fmt(e['tolerance'])}"
+            status = "reproduced" if e["passed"] else "**not reproduced**"
+            if e.get("note"):
+                if e["note"] not in notes:
+                    notes.append(e["note"])
+                status += f" [{notes.index(e['note']) + 1}]"
+            lines.append(f"| `{e['id']}` | {e['source']} | {_fmt(e['paper'])} | {_fmt(e['ours'])} | {tol} | {status} |")
+        lines += [""] + [f"[{i + 1}] {n}  " for i, n in enumerate(notes)] + [""]
     (gen / "reproduction_index.md").write_text("\n".join(lines) + "\n")
     report_file = _report_path(root)
     report = json.loads(report_file.read_text()) if report_file.exists() else {}
