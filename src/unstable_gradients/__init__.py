@@ -5,7 +5,9 @@ Gradients in Deep Neural Network Training* (Chen & Xiang, Journal of Software 29
 
 Modules: ``activations``, ``init``, ``losses``, ``models``, ``backprop`` (hand-written backward
 passes), ``training``, ``diagnostics``, ``data``, ``plotting``, ``reproduce`` (the ledger),
-``report`` (execution report and generated pages), ``experiments`` (chapter drivers).
+``report`` (execution report and generated pages), ``experiments`` (chapter drivers),
+``pretraining`` (RBM, DBN, auto-encoders, greedy layer-wise pre-training), ``clipping``
+(gradient clipping by norm and by value, L1/L2 weight penalties).
 """
 from .activations import ACTIVATIONS, get_activation
 from .diagnostics import GradientProfile, gradient_profile, learning_speed

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .clipping import get_clipper, weight_penalty
 from .diagnostics import parameter_grad_norms, weighted_layers
 from .losses import get_loss
 from .utils import lookup
@@ -63,6 +64,11 @@ class TrainResult:
 
     ``grad_norms[name]`` (when recorded) is a list over recorded steps of that layer's weight-
     gradient norm; ``bias_grad_norms`` likewise for biases (Nielsen's speed of learning).
+
+    With ``train(..., clip=...)`` the ``clip_*`` lists and ``clipped`` hold, per step (aligned
+    with ``steps``), the ``clipping.ClipStats`` of that step: global gradient L2 norm before and
+    after clipping, whether the threshold was exceeded, the cosine between the gradient before
+    and after, and (value clipping only, else nan) the share of gradient entries clamped.
     """
 
     steps: list[int] = field(default_factory=list)
@@ -75,11 +81,21 @@ class TrainResult:
     grad_steps: list[int] = field(default_factory=list)
     grad_norms: dict[str, list[float]] = field(default_factory=dict)
     bias_grad_norms: dict[str, list[float]] = field(default_factory=dict)
+    clip_norm_before: list[float] = field(default_factory=list)
+    clip_norm_after: list[float] = field(default_factory=list)
+    clipped: list[bool] = field(default_factory=list)
+    clip_cosine: list[float] = field(default_factory=list)
+    clip_fraction_entries: list[float] = field(default_factory=list)
     diverged: Divergence | None = None
 
     @property
     def ok(self) -> bool:
         return self.diverged is None
+
+    @property
+    def fraction_clipped(self) -> float:
+        """Share of steps at which the clipper fired; ``nan`` when training did not clip."""
+        return sum(self.clipped) / len(self.clipped) if self.clipped else float("nan")
 
 
 def first_nonfinite_layer(model: nn.Module, X: Tensor) -> str | None:
@@ -135,13 +151,20 @@ def train(model: nn.Module, X: Tensor, y: Tensor, *, epochs: int = 1, batch_size
           optimizer: str = "sgd", loss: str = "cross_entropy", l2: float = 0.0, seed: int = 0,
           optimizer_kwargs: dict | None = None, test_data: tuple[Tensor, Tensor] | None = None,
           record_grads_every: int = 0, eval_every_epoch: bool = True, progress: bool = True,
-          on_divergence: str = "stop", callback: Callable[[int, nn.Module], None] | None = None) -> TrainResult:
+          on_divergence: str = "stop", callback: Callable[[int, nn.Module], None] | None = None,
+          clip: str | None = None, clip_value: float | None = None, l1: float = 0.0) -> TrainResult:
     """Train ``model`` on pre-loaded ``(X, y)`` with mini-batch gradient descent.
 
-    ``l2`` adds (l2 / 2) * sum ||W||^2 over weight matrices (not biases), as in Nielsen's
-    ``network2`` where l2 = lambda / n. ``record_grads_every=k`` records per-layer weight and bias
-    gradient norms every k steps (and at step 0). ``on_divergence``: ``"stop"`` returns early with
-    ``result.diverged`` set (and a warning); ``"raise"`` raises ``TrainingDiverged``.
+    ``l2`` adds (l2 / 2) * sum ||W||^2 and ``l1`` adds l1 * sum |W| over weight matrices (not
+    biases; ``clipping.weight_penalty``, seed 001 §3.2), as in Nielsen's ``network2`` where
+    l2 = lambda / n; the recorded loss includes the penalty. ``clip`` (``"norm"`` or ``"value"``,
+    see ``clipping.CLIPPERS``) clips the gradient of all parameters before every optimizer step,
+    with threshold ``clip_value`` (the maximal global L2 norm, or the maximal |g_i|), and records
+    its telemetry in the result's ``clip_*`` lists; a non-finite gradient is still a divergence
+    (it is detected before clipping). ``record_grads_every=k`` records per-layer weight and bias
+    gradient norms every k steps (and at step 0), before clipping. ``on_divergence``: ``"stop"``
+    returns early with ``result.diverged`` set (and a warning); ``"raise"`` raises
+    ``TrainingDiverged``.
     The mini-batch order depends only on ``seed``.
     """
     if on_divergence not in ("stop", "raise"):
@@ -150,9 +173,20 @@ def train(model: nn.Module, X: Tensor, y: Tensor, *, epochs: int = 1, batch_size
         raise ValueError(f"X has {len(X)} rows but y has {len(y)}")
     if batch_size < 1 or epochs < 0 or lr <= 0:
         raise ValueError("need batch_size >= 1, epochs >= 0 and lr > 0")
+    if l1 < 0 or l2 < 0:
+        raise ValueError(f"weight penalties must be >= 0, got l1={l1}, l2={l2}")
+    clipper = None
+    if clip is not None:
+        clipper = get_clipper(clip)
+        if clip_value is None:
+            raise ValueError(f"clip={clip!r} needs a threshold: pass clip_value (max L2 norm for 'norm', "
+                             "max |g_i| for 'value')")
+        if not clip_value > 0 or math.isinf(clip_value):
+            raise ValueError(f"clip_value must be a finite number > 0, got {clip_value}")
+    elif clip_value is not None:
+        raise ValueError("clip_value was given but clip is None: pass clip='norm' or clip='value'")
     lossf = get_loss(loss)
     opt = lookup(OPTIMIZERS, optimizer, "optimizer")(model.parameters(), lr=lr, **(optimizer_kwargs or {}))
-    weights = [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.endswith("bias")]
     gen = torch.Generator().manual_seed(seed)
     result = TrainResult()
     n, step = len(X), 0
@@ -169,8 +203,8 @@ def train(model: nn.Module, X: Tensor, y: Tensor, *, epochs: int = 1, batch_size
                 opt.zero_grad(set_to_none=True)
                 out = model(xb)
                 value = lossf(out, yb)
-                if l2:
-                    value = value + 0.5 * l2 * sum((w**2).sum() for w in weights)
+                if l1 or l2:
+                    value = value + weight_penalty(model, l1=l1, l2=l2)
                 if torch.isfinite(value):
                     value.backward()
                 bad_grad = _first_nonfinite_grad(model) if torch.isfinite(value) else None
@@ -188,6 +222,13 @@ def train(model: nn.Module, X: Tensor, y: Tensor, *, epochs: int = 1, batch_size
                     for name, w, b in parameter_grad_norms(model):
                         result.grad_norms.setdefault(name, []).append(w)
                         result.bias_grad_norms.setdefault(name, []).append(b)
+                if clipper is not None:
+                    stats = clipper(model.parameters(), clip_value)
+                    result.clip_norm_before.append(stats.norm_before)
+                    result.clip_norm_after.append(stats.norm_after)
+                    result.clipped.append(stats.clipped)
+                    result.clip_cosine.append(stats.cosine)
+                    result.clip_fraction_entries.append(stats.fraction_entries_clipped)
                 opt.step()
                 if callback is not None:
                     callback(step, model)
