@@ -7,11 +7,13 @@ Modules: ``activations``, ``init``, ``losses``, ``models``, ``backprop`` (hand-w
 passes), ``training``, ``diagnostics``, ``data``, ``plotting``, ``reproduce`` (the ledger),
 ``report`` (execution report and generated pages), ``experiments`` (chapter drivers),
 ``pretraining`` (RBM, DBN, auto-encoders, greedy layer-wise pre-training), ``clipping``
-(gradient clipping by norm and by value, L1/L2 weight penalties).
+(gradient clipping by norm and by value, L1/L2 weight penalties), ``norm`` (batch, recurrent batch
+and layer normalisation).
 """
 from .activations import ACTIVATIONS, get_activation
 from .diagnostics import GradientProfile, gradient_profile, learning_speed
 from .init import INITIALIZERS, initialize
+from .norm import NORMALIZATIONS, get_norm
 from .models import MLP, SmallCNN, VanillaRNN, build_model, deep_mlp
 from .training import TrainResult, train
 from .utils import get_device, set_seed
@@ -19,7 +21,7 @@ from .utils import get_device, set_seed
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "get_activation", "INITIALIZERS", "initialize", "MLP", "SmallCNN", "VanillaRNN",
-    "build_model", "deep_mlp", "GradientProfile", "gradient_profile", "learning_speed", "TrainResult",
+    "ACTIVATIONS", "get_activation", "INITIALIZERS", "initialize", "NORMALIZATIONS", "get_norm", "MLP",
+    "SmallCNN", "VanillaRNN", "build_model", "deep_mlp", "GradientProfile", "gradient_profile", "learning_speed", "TrainResult",
     "train", "set_seed", "get_device", "__version__",
 ]

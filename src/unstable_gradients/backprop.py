@@ -45,6 +45,9 @@ def mlp_backward(model: MLP, x: Tensor, target: Tensor, loss: str = "cross_entro
     de/db_l     =  de/dx_l (.) sigma'(y_l)               (eq. 6)
     Rows of ``x`` are samples, so each product is summed over the batch.
     """
+    if len(getattr(model, "norms", ())):
+        raise ValueError("mlp_backward implements eq. 3-6 of the plain MLP; this one is normalised "
+                         f"(norm={model.config.get('norm')!r}): use autograd")
     if any(not act.elementwise for act in model.activations):
         raise ValueError("mlp_backward implements eq. 3-6 for elementwise activations; maxout is not one")
     lossf = get_loss(loss)
@@ -60,7 +63,8 @@ def mlp_backward(model: MLP, x: Tensor, target: Tensor, loss: str = "cross_entro
     grads = Gradients(loss=float(lossf(out, target)))
     n = len(model.linears)
     grads.params[f"linears.{n - 1}.weight"] = delta.T @ xs[-1]
-    grads.params[f"linears.{n - 1}.bias"] = delta.sum(0)
+    if model.linears[-1].bias is not None:
+        grads.params[f"linears.{n - 1}.bias"] = delta.sum(0)
     dx = delta @ model.linears[-1].weight  # de/dx_{L-1}
     outputs = [dx] if n > 1 else []
     for l in range(n - 2, -1, -1):
@@ -68,7 +72,8 @@ def mlp_backward(model: MLP, x: Tensor, target: Tensor, loss: str = "cross_entro
             grads.params[f"activations.{l}.{pname}"] = g
         delta = dx * model.activations[l].derivative(ys[l])  # de/dy_l, eq. 21
         grads.params[f"linears.{l}.weight"] = delta.T @ xs[l]  # eq. 5
-        grads.params[f"linears.{l}.bias"] = delta.sum(0)  # eq. 6
+        if model.linears[l].bias is not None:  # absent with MLP(bias=False)
+            grads.params[f"linears.{l}.bias"] = delta.sum(0)  # eq. 6
         dx = delta @ model.linears[l].weight  # eq. 3
         if l > 0:
             outputs.append(dx)
@@ -105,6 +110,9 @@ def conv2d_backward(x: Tensor, kernel: Tensor, grad_y: Tensor) -> tuple[Tensor, 
 @torch.no_grad()
 def cnn_backward(model: SmallCNN, x: Tensor, target: Tensor, loss: str = "cross_entropy") -> Gradients:
     """Gradients of a ``SmallCNN``: eq. 3-6 for the classifier, eq. 10-13 for each conv layer."""
+    if len(getattr(model, "norms", ())):
+        raise ValueError("cnn_backward implements eq. 10-13 of the plain SmallCNN; this one is normalised "
+                         f"(norm={model.config.get('norm')!r}): use autograd")
     lossf = get_loss(loss)
     if x.dim() == 2:
         x = x.reshape(-1, *model.image_shape)
@@ -125,7 +133,8 @@ def cnn_backward(model: SmallCNN, x: Tensor, target: Tensor, loss: str = "cross_
         dy = dx * model.activations[l].derivative(ys[l])  # eq. 21 for maps
         dx, dk, db = conv2d_backward(xs[l], model.convs[l].weight, dy)
         grads.params[f"convs.{l}.weight"] = dk
-        grads.params[f"convs.{l}.bias"] = db
+        if model.convs[l].bias is not None:  # absent with SmallCNN(bias=False)
+            grads.params[f"convs.{l}.bias"] = db
         if l > 0:
             outputs.append(dx)
     grads.outputs = outputs[::-1]
@@ -143,6 +152,9 @@ def rnn_bptt(model: VanillaRNN, x: Tensor, target: Tensor, loss: str = "mse", h0
     """
     if not model.many_to_one:
         raise ValueError("rnn_bptt implements the survey's many-to-one case; build the RNN with many_to_one=True")
+    if getattr(model, "normalized", False):
+        raise ValueError("rnn_bptt implements eq. 17-20 of the plain VanillaRNN; this one is normalised "
+                         f"(norm={model.config.get('norm')!r}): use autograd")
     lossf = get_loss(loss)
     batch, steps, _ = x.shape
     hs = [h0 if h0 is not None else x.new_zeros(batch, model.hidden_size)]

@@ -31,6 +31,7 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
+from .init import is_weight
 from .utils import lookup
 
 __all__ = ["ClipStats", "clip_grad_norm", "clip_grad_value", "CLIPPERS", "get_clipper", "weight_penalty",
@@ -138,8 +139,9 @@ def get_clipper(name: str) -> Callable[[Iterable[Tensor] | Tensor, float], ClipS
 
 
 def penalized_weights(model: nn.Module) -> list[Tensor]:
-    """The parameters a weight penalty acts on: matrices and kernels (>= 2 dims), not biases."""
-    return [p for n, p in model.named_parameters() if p.dim() >= 2 and not n.endswith("bias")]
+    """The parameters a weight penalty acts on: matrices and kernels (``init.is_weight``), not
+    biases or normalisation gains."""
+    return [p for n, p in model.named_parameters() if is_weight(n, p)]
 
 
 def weight_penalty(model: nn.Module, l1: float = 0.0, l2: float = 0.0) -> Tensor:

@@ -32,7 +32,7 @@ from .utils import lookup
 __all__ = [
     "fans", "standard_uniform_", "xavier_uniform_", "xavier_normal_", "he_uniform_",
     "he_normal_", "lecun_normal_", "orthogonal_", "normal_", "INITIALIZERS",
-    "initialize", "init_std",
+    "initialize", "init_std", "is_weight",
 ]
 
 
@@ -161,8 +161,14 @@ def init_std(name: str, weight_shape: tuple[int, ...], **kwargs) -> float:
     return table[name]
 
 
-def _is_weight(name: str, p: Tensor) -> bool:
-    return p.dim() >= 2 and not name.endswith("bias")
+#: parameter names of normalisation layers (``norm``): never weights, whatever their shape
+#: (a layer norm over (C, H, W) maps has a 3-D gain)
+_NORM_PARAMS = ("gamma", "beta")
+
+
+def is_weight(name: str, p: Tensor) -> bool:
+    """True for weight matrices/kernels: >= 2 dims, not a bias, not a normalisation gain/shift."""
+    return p.dim() >= 2 and not name.endswith("bias") and name.rsplit(".", 1)[-1] not in _NORM_PARAMS
 
 
 def initialize(module: nn.Module, name: str, *, bias: float | str = 0.0, bias_std: float = 0.0,
@@ -171,13 +177,14 @@ def initialize(module: nn.Module, name: str, *, bias: float | str = 0.0, bias_st
 
     Biases (parameters whose name ends in ``bias``) are set to the constant ``bias`` or, when
     ``bias_std > 0``, drawn from N(0, bias_std^2) (Nielsen's biases: ``bias_std=1``).
-    Other 1-D parameters (normalisation gains, PReLU slopes) are left alone.
+    Other 1-D parameters (PReLU slopes) and normalisation parameters (``gamma``, ``beta`` of
+    ``norm``, of any shape) are left alone.
     ``kwargs`` go to the initialiser (``gain``, ``mode``, ``negative_slope``, ``std``).
     Returns the module, so calls can be chained.
     """
     init_fn = lookup(INITIALIZERS, name, "initializer")
     for pname, p in module.named_parameters():
-        if _is_weight(pname, p):
+        if is_weight(pname, p):
             try:
                 init_fn(p, generator=generator, **kwargs)
             except TypeError as err:
