@@ -121,3 +121,131 @@ def plot_bands(ax: Axes, x: Sequence[float], runs: Mapping[str, np.ndarray], xla
     if logy:
         ax.set_yscale("log")
     return _finish(ax, xlabel, ylabel, title)
+
+
+# --- §1.4.1 (chapter "effects/01_depth_stops_helping"): heat-maps and seed spreads -------------
+
+
+def plot_heatmap(ax: Axes, x: Sequence[float], y: Sequence[float], values: np.ndarray, xlabel: str, ylabel: str,
+                 colorbar_label: str, title: str | None = None, center: float = 0.0, floor: float | None = None,
+                 contour: bool = True) -> Figure:
+    """``values[i, j]`` at (x[j], y[i]) on a diverging colour scale split at ``center`` (blue below,
+    red above, each side stretched to its own range), with the contour ``values = center`` drawn
+    in black. ``floor`` clips the lowest values (e.g. log10 ratios of 1e-300) for the colour scale."""
+    values = np.asarray(values, dtype=float)
+    if values.shape != (len(y), len(x)):
+        raise ValueError(f"values has shape {values.shape}, expected (len(y), len(x)) = {(len(y), len(x))}")
+    from matplotlib.colors import TwoSlopeNorm
+
+    shown = np.maximum(values, floor) if floor is not None else values
+    lo, hi = float(np.nanmin(shown)), float(np.nanmax(shown))
+    norm = TwoSlopeNorm(vcenter=center, vmin=min(lo, center - 1e-9), vmax=max(hi, center + 1e-9))
+    mesh = ax.pcolormesh(x, y, shown, cmap="RdBu_r", norm=norm, shading="nearest")
+    if contour and lo < center < hi:
+        ax.contour(x, y, values, levels=[center], colors="k", linewidths=1.0)
+    ax.figure.colorbar(mesh, ax=ax, label=colorbar_label)
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    if title:
+        ax.set_title(title)
+    return ax.figure
+
+
+def plot_mean_spread(ax: Axes, x: Sequence[float], runs: Mapping[str, np.ndarray], xlabel: str, ylabel: str,
+                     logy: bool = False, title: str | None = None) -> Figure:
+    """Mean over runs (rows) of each labelled array with a +-1 standard deviation band, and every
+    run as a faint dot (so a bimodal spread over seeds stays visible)."""
+    for label, arr in runs.items():
+        arr = np.asarray(arr, dtype=float)
+        c = color_for(label)
+        mean, std = arr.mean(0), arr.std(0)
+        ax.plot(x, mean, "o-", ms=3, color=c, label=f"{label} (mean ± sd, {arr.shape[0]} runs)")
+        ax.fill_between(x, mean - std, mean + std, color=c, alpha=0.2, lw=0)
+        for row in arr:
+            ax.plot(x, row, ".", color=c, alpha=0.35, ms=4)
+    if logy:
+        ax.set_yscale("log")
+    return _finish(ax, xlabel, ylabel, title)
+
+
+__all__ += ["plot_heatmap", "plot_mean_spread"]
+
+
+# --- §1.4.2 (chapter "effects/02_slow_convergence"): Fig. 7 loss surfaces and steps ---------
+
+
+def plot_surface3d(ax, X: np.ndarray, Y: np.ndarray, Z: np.ndarray, points: Mapping[str, Sequence[float]] | None = None,
+                   xlabel: str = "$b_1$", ylabel: str = "$b_2$", zlabel: str = "loss $e$", title: str | None = None,
+                   cmap: str = "viridis", color: str = "#d62728", elev: float = 35, azim: float = -60) -> Figure:
+    """A loss surface Z(X, Y) on 3-D axes (``projection="3d"``), as the survey's Fig. 7 a-c, with
+    optional labelled points ``{label: (x, y, z)}`` drawn on top of it and joined in order (a
+    step from the first point to the second). ``elev``, ``azim``: the viewing angles."""
+    ax.computed_zorder = False  # draw the points after (above) the surface, not depth-sorted
+    ax.plot_surface(X, Y, Z, cmap=cmap, rstride=2, cstride=2, linewidth=0, antialiased=False, alpha=0.8, zorder=1)
+    pts = list((points or {}).items())
+    if len(pts) > 1:
+        ax.plot(*zip(*[p for _, p in pts]), color=color, lw=2, zorder=3)
+    for label, (x, y, z) in pts:
+        ax.scatter([x], [y], [z], color=color, s=20, depthshade=False, zorder=4)
+        ax.text(x, y, z + 0.08, label, color=color, fontsize=10, weight="bold", zorder=5)
+    ax.set(xlabel=xlabel, ylabel=ylabel, zlabel=zlabel)
+    ax.view_init(elev=elev, azim=azim)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax.figure
+
+
+def plot_contour_steps(ax: Axes, X: np.ndarray, Y: np.ndarray, Z: np.ndarray,
+                       steps: Sequence[tuple[Sequence[float], Sequence[float], str, str]] = (), levels: int = 16,
+                       xlabel: str = "$b_1$", ylabel: str = "$b_2$", title: str | None = None,
+                       color: str = "#d62728") -> Figure:
+    """Contour lines of Z(X, Y) with optimisation steps drawn as arrows, as the survey's Fig. 7 d-f.
+
+    ``steps``: ``(start, end, start_label, end_label)`` tuples of 2-D points."""
+    cs = ax.contour(X, Y, Z, levels=levels, cmap="viridis", linewidths=0.8)
+    ax.clabel(cs, cs.levels[::3], fontsize=7, fmt="%.2f")
+    for start, end, p, q in steps:
+        ax.annotate("", xy=tuple(end), xytext=tuple(start),
+                    arrowprops=dict(arrowstyle="->", color=color, lw=1.8, shrinkA=0, shrinkB=0))
+        ax.plot(*zip(start, end), "o", color=color, ms=4)
+        ax.annotate(p, tuple(start), textcoords="offset points", xytext=(4, 4), color=color, weight="bold")
+        ax.annotate(q, tuple(end), textcoords="offset points", xytext=(4, -11), color=color, weight="bold")
+    ax.set(xlabel=xlabel, ylabel=ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax.figure
+
+
+__all__ += ["plot_surface3d", "plot_contour_steps"]
+
+
+# --- §2.1 (chapter "training/01_pretraining"): filters as images ---------------------------------
+
+
+def plot_filters(ax: Axes, weights, n: int = 64, ncols: int = 8, shape: tuple[int, int] = (28, 28),
+                 title: str | None = None) -> Figure:
+    """The first ``n`` rows of ``weights`` (one unit's incoming weights per row, e.g. an RBM's
+    ``W`` of shape (n_hidden, 784)) as a mosaic of ``shape`` images, ``ncols`` per row. Each
+    filter has its own grey scale, symmetric about 0 (mid-grey = 0, white = its largest positive
+    weight), so the pattern is visible whatever the filter's scale."""
+    W = np.asarray(weights.detach().cpu() if isinstance(weights, torch.Tensor) else weights, dtype=float)
+    if W.ndim != 2 or W.shape[1] != shape[0] * shape[1]:
+        raise ValueError(f"weights must have shape (units, {shape[0] * shape[1]}), got {W.shape}")
+    n = min(n, len(W))
+    nrows = -(-n // ncols)
+    h, w = shape
+    mosaic = np.full((nrows * (h + 1) + 1, ncols * (w + 1) + 1), np.nan)
+    for i in range(n):
+        f = W[i] / (np.abs(W[i]).max() or 1.0)
+        r, c = divmod(i, ncols)
+        mosaic[1 + r * (h + 1) : 1 + r * (h + 1) + h, 1 + c * (w + 1) : 1 + c * (w + 1) + w] = f.reshape(h, w)
+    cmap = plt.get_cmap("gray").copy()
+    cmap.set_bad("white")
+    ax.imshow(mosaic, cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=10)
+    return ax.figure
+
+
+__all__ += ["plot_filters"]
