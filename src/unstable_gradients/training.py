@@ -122,6 +122,15 @@ def first_nonfinite_layer(model: nn.Module, X: Tensor) -> str | None:
     return found[0] if found else None
 
 
+def _grads_finite(model: nn.Module) -> bool:
+    """Fast check that every gradient is finite: one fused norm per parameter, then one test.
+    A norm can overflow while every entry is finite; ``_first_nonfinite_grad`` then decides."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+
+
 def _first_nonfinite_grad(model: nn.Module) -> str | None:
     """Backward runs output-first, so the *last* weighted layer (in forward order) with a
     non-finite gradient is where the backward pass first broke."""
@@ -207,7 +216,8 @@ def train(model: nn.Module, X: Tensor, y: Tensor, *, epochs: int = 1, batch_size
                     value = value + weight_penalty(model, l1=l1, l2=l2)
                 if torch.isfinite(value):
                     value.backward()
-                bad_grad = _first_nonfinite_grad(model) if torch.isfinite(value) else None
+                finite_loss = bool(torch.isfinite(value))
+                bad_grad = _first_nonfinite_grad(model) if finite_loss and not _grads_finite(model) else None
                 if not torch.isfinite(value) or bad_grad:
                     layer = first_nonfinite_layer(model, xb)
                     where = "output" if layer else ("gradient" if bad_grad else "loss")

@@ -181,3 +181,363 @@ def rbm_filter_explorer(X: Tensor, n_images: int = 2000, record_every: int = 250
 
 
 __all__ += ["rbm_filter_explorer"]
+
+
+def cliff_explorer(w_range: tuple[float, float] = (2.0, 10.0), b_range: tuple[float, float] = (-7.0, 1.0)) -> widgets.Widget:
+    """Clipping method x threshold x learning rate x start point -> gradient descent on the error
+    surface of Pascanu et al.'s one-unit RNN (2013, eq. 8, Fig. 6), with plain gradient descent
+    from the same start drawn for comparison (``experiments.clipping_exp.cliff_descent``)."""
+    import numpy as np
+
+    from .experiments.clipping_exp import cliff_descent, cliff_line, cliff_onset, cliff_surface
+    from .plotting import plot_paths, plot_surface
+
+    surface = cliff_surface(w_range, b_range, n=241)
+    style = dict(continuous_update=False)
+    controls = dict(
+        method=widgets.Dropdown(options=["norm", "value", "none"], value="norm", description="clip by"),
+        threshold=widgets.FloatLogSlider(1.0, base=10, min=-1.5, max=1, step=0.05, description="threshold θ", **style),
+        lr=widgets.FloatLogSlider(1.0, base=10, min=-1, max=1, step=0.05, description="learning rate", **style),
+        w0=widgets.FloatSlider(5.0, min=4.5, max=9.5, step=0.1, description="start w", **style),
+        offset=widgets.FloatSlider(-2.0, min=-3.0, max=-0.1, step=0.05, description="start b - b*(w)", **style),
+        steps=widgets.IntSlider(300, min=20, max=600, step=20, description="steps", **style),
+    )
+
+    def show(method: str, threshold: float, lr: float, w0: float, offset: float, steps: int) -> None:
+        start = np.array([[w0, float(cliff_line(w0)) + offset]])
+        plain = cliff_descent(start, lr=lr, steps=steps)
+        clipped = cliff_descent(start, lr=lr, steps=steps, clip=None if method == "none" else method,
+                                threshold=threshold)
+        fig, ax = new_axes(width=6.4, height=4.4)
+        plot_surface(ax, surface.w, surface.b, surface.loss, "recurrent weight w", "bias b",
+                     r"error $\mathcal{E}=(\sigma(x_{50})-0.7)^2$")
+        ww = np.linspace(cliff_onset(), w_range[1], 50)
+        ax.plot(ww, cliff_line(ww), ":", color="w", lw=1)
+        label = "no clipping (same run)" if method == "none" else f"{method}-clipped, θ = {threshold:.2g}"
+        plot_paths(ax, {"plain gradient descent": [plain.path[0]], label: [clipped.path[0]]}, {label: "--"})
+        ax.set_title(f"final E: plain {plain.loss[0, -1]:.3g}, clipped {clipped.loss[0, -1]:.3g}; longest step: "
+                     f"{plain.step_length.max():.3g} vs {clipped.step_length.max():.3g}", fontsize=9)
+        plt.show()
+
+    out = widgets.interactive_output(show, controls)
+    items = list(controls.values())
+    return widgets.VBox([widgets.HBox(items[:3]), widgets.HBox(items[3:]), out])
+
+
+__all__ += ["cliff_explorer"]
+
+
+def penalty_explorer(X: Tensor, y: Tensor, test: tuple[Tensor, Tensor]) -> widgets.Widget:
+    """Penalty (L1 or L2) x strength x initial weight gain x epochs -> a deep tanh MLP trained with
+    and without the penalty (``experiments.clipping_exp.penalty_run``, the chapter's setting
+    otherwise): weight norm, first-over-last layer data-gradient ratio, and test accuracy."""
+    from .experiments.clipping_exp import PENALTY, penalty_run
+    from .plotting import plot_runs
+
+    style = dict(continuous_update=False)
+    controls = dict(
+        kind=widgets.Dropdown(options=["L2", "L1"], value="L2", description="penalty"),
+        strength=widgets.FloatLogSlider(0.1, base=10, min=-4, max=0.5, step=0.25, description="strength λ", **style),
+        gain=widgets.FloatSlider(3.0, min=0.5, max=4.0, step=0.25, description="weight gain", **style),
+        epochs=widgets.IntSlider(3, min=1, max=20, description="epochs", **style),
+    )
+
+    def show(kind: str, strength: float, gain: float, epochs: int) -> None:
+        arm = f"{kind} {strength:.2g}"
+        runs = {"no penalty": penalty_run(X, y, test, gain=gain, epochs=epochs, label="no penalty"),
+                arm: penalty_run(X, y, test, gain=gain, epochs=epochs, label=arm, **{kind.lower(): strength})}
+        steps = runs[arm].probe_steps
+        fig, axes = new_axes(ncols=3, width=3.6, height=3.0)
+        plot_runs(axes[0], {k: [r.weight_norm] for k, r in runs.items()}, "SGD step", "||W|| (all layers)",
+                  logy=False, x=steps)
+        plot_runs(axes[1], {k: [r.explosion] for k, r in runs.items()}, "SGD step",
+                  r"$\|\partial C/\partial W_1\| / \|\partial C/\partial W_L\|$", x=steps)
+        plot_runs(axes[2], {k: [r.test_acc] for k, r in runs.items()}, "SGD step", "test accuracy", logy=False,
+                  x=steps)
+        fig.suptitle(f"{PENALTY['depth']} tanh layers x {PENALTY['width']}, gain {gain:g}, lr {PENALTY['lr']}", fontsize=10)
+        plt.show()
+
+    out = widgets.interactive_output(show, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())), out])
+
+
+__all__ += ["penalty_explorer"]
+
+
+def batchnorm_explorer(X: Tensor, y: Tensor, n_images: int = 500) -> widgets.Widget:
+    """Weight scale alpha x normalisation x activation x depth -> the per-layer profile of
+    ||de/dx_l|| at initialisation (survey eq. 51-52), on the first ``n_images`` rows of ``X``.
+
+    Every hidden weight matrix is multiplied by alpha (LeCun-normal weights, He-normal for ReLU);
+    solid lines: the chosen alpha, dashed: alpha = 1, each with and without the chosen
+    normalisation. With batch norm the solid and dashed lines coincide whatever alpha (eq. 52).
+    Float32; one update takes a fraction of a second.
+    """
+    import torch
+
+    from .experiments.norm_exp import scaled_profiles
+
+    Xs, ys = X[:n_images], y[:n_images]
+    style = dict(continuous_update=False)
+    controls = dict(
+        alpha=widgets.FloatLogSlider(4.0, base=10, min=-1, max=1, step=0.05, description="weight scale α", **style),
+        norm=widgets.Dropdown(options=["batch", "layer"], value="batch", description="normalisation"),
+        activation=widgets.Dropdown(options=["sigmoid", "tanh", "relu"], value="sigmoid", description="activation"),
+        depth=widgets.IntSlider(10, min=2, max=30, description="hidden layers", **style),
+    )
+
+    def show(alpha: float, norm: str, activation: str, depth: int) -> None:
+        init = "he_normal" if activation == "relu" else "lecun_normal"
+        profs = scaled_profiles(Xs, ys, [1.0, alpha], norms=(None, norm), depth=depth, activation=activation,
+                                init=init, dtype=torch.float32)
+        fig, ax = new_axes(width=6.4, height=3.6)
+        for (nm, a), prof in profs.items():
+            label = f"{'no norm' if nm == 'none' else nm + ' norm'}, α = {a:.2g}"
+            ls = "--" if a == 1.0 and alpha != 1.0 else "-"
+            ax.semilogy(range(1, depth + 1), prof.output_grad, ls, marker="o", ms=3, label=label,
+                        color="#1f77b4" if nm == "none" else "#d62728", alpha=0.55 if ls == "--" else 1.0)
+        ax.set(xlabel="hidden layer l (1 = nearest the input)", ylabel=r"$\|\partial e/\partial x_l\|$",
+               title=f"{activation}, {depth} x 100: first/last layer ratio "
+                     f"{profs[('none', float(alpha))].ratio():.2g} without, {profs[(norm, float(alpha))].ratio():.2g} with")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8)
+        plt.show()
+
+    out = widgets.interactive_output(show, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())[:2]), widgets.HBox(list(controls.values())[2:]), out])
+
+
+__all__ += ["batchnorm_explorer"]
+
+
+def variance_profile_explorer(batch: int = 256, seed: int = 0) -> widgets.Widget:
+    """Depth x width x activation x initialisation -> the per-layer variance profile at
+    initialisation (survey eq. 30-31): E[y_l^2] of the pre-activations (left) and
+    E[(de/dx_l)^2] of the back-propagated gradients (right), measured on one random net fed
+    ``batch`` N(0, 1) inputs with an N(0, 1) gradient at the top (points), against the formula
+    (lines; exact for linear and ReLU units, the linear-regime approximation otherwise)."""
+    from .experiments.init_exp import INIT_ARMS, arm, layer_gains, measure_profile, predicted_profile
+    import torch
+
+    from .plotting import plot_variance_profile
+
+    style = dict(continuous_update=False)
+    controls = dict(
+        depth=widgets.IntSlider(10, min=2, max=50, description="layers L", **style),
+        width=widgets.IntSlider(256, min=16, max=512, step=16, description="width", **style),
+        activation=widgets.Dropdown(options=["linear", "tanh", "relu", "leaky_relu", "sigmoid", "elu"], value="relu",
+                                    description="activation"),
+        init=widgets.Dropdown(options=list(INIT_ARMS), value="he_fan_in", description="init"),
+    )
+
+    def show(depth: int, width: int, activation: str, init: str) -> None:
+        name, kw = arm(init)
+        widths = [width] * (depth + 1)
+        m = measure_profile(widths, name, activation, batch=batch, seeds=[seed], init_kwargs=kw, dtype=torch.float32)
+        p = predicted_profile(widths, name, activation, input_sq=m.input_sq, top_sq=m.top_sq, init_kwargs=kw)
+        g = layer_gains(m, p)
+        fig, (ax1, ax2) = new_axes(ncols=2, width=4.6, height=3.4)
+        layers = list(range(1, depth + 1))
+        plot_variance_profile(ax1, {f"{init}, {activation}": (layers, m.forward, p.forward)}, "layer l",
+                              r"$E[y_l^2]$ (pre-activations)",
+                              title=f"forward: x{g['forward'].measured:.3g} per layer (eq. {g['forward'].predicted:.3g})")
+        plot_variance_profile(ax2, {f"{init}, {activation}": (list(range(0, depth + 1)), m.backward, p.backward)},
+                              "layer l (gradient de/dx_l)", r"$E[(\partial e/\partial x_l)^2]$",
+                              title=f"backward: x{g['backward'].measured:.3g} per layer (eq. {g['backward'].predicted:.3g})")
+        plt.show()
+
+    out = widgets.interactive_output(show, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())[:2]), widgets.HBox(list(controls.values())[2:]), out])
+
+
+__all__ += ["variance_profile_explorer"]
+
+
+def activation_explorer(x_range: tuple[float, float] = (-4.0, 4.0)) -> widgets.Widget:
+    """Activation x its parameter (leaky slope, PReLU slope, ELU alpha, softplus / Swish beta) ->
+    f and f' on ``x_range`` and the design-principle scores of chapter "nodes/02_activations"
+    (``experiments.activations_exp.principle_scores``: saturation, mean derivative, monotonicity,
+    kinks, ... under a unit-variance Gaussian input). Activations without a parameter grey the
+    slider out; maxout is drawn with the chapter's three fixed pieces."""
+    import torch
+
+    from .experiments.activations_exp import (ACTIVATION_PARAMETERS, BOOK_KWARGS, format_scores, principle_scores,
+                                              scalar_activation)
+
+    style = dict(continuous_update=False)
+    act_w = widgets.Dropdown(options=activation_names(), value="leaky_relu", description="activation")
+    par_w = widgets.FloatSlider(0.01, min=0.0, max=0.5, step=0.01, description="negative_slope", **style)
+
+    def retarget(change) -> None:
+        spec = ACTIVATION_PARAMETERS.get(change["new"])
+        with par_w.hold_trait_notifications():
+            if spec:
+                _, lo, hi, value = spec
+                par_w.min, par_w.max, par_w.step, par_w.value = lo, hi, (hi - lo) / 100, value
+            par_w.description = spec[0] if spec else "(no parameter)"
+            par_w.disabled = spec is None
+
+    act_w.observe(retarget, names="value")
+
+    def show(activation: str, parameter: float) -> None:
+        spec = ACTIVATION_PARAMETERS.get(activation)
+        kw = {spec[0]: min(max(parameter, spec[1]), spec[2])} if spec else {}
+        try:
+            opts = {**BOOK_KWARGS.get(activation, {}), **kw}
+            x = torch.linspace(*x_range, 801, dtype=torch.float64)
+            f, d = scalar_activation(activation, **opts)(x)
+            scores = principle_scores(activation, **kw)
+        except ValueError as err:  # e.g. a parameter outside the activation's domain
+            print(err)
+            return
+        fig, ax = new_axes(width=6, height=3.2)
+        ax.plot(x, f, label="f(x)", color="#1f77b4")
+        ax.plot(x, d, "--", label="f'(x)", color="#d62728")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set(xlabel="x", ylabel="f(x), f'(x)", title=f"{activation} {kw or ''}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+        plt.show()
+        print(format_scores([scores]))
+
+    out = widgets.interactive_output(show, dict(activation=act_w, parameter=par_w))
+    return widgets.VBox([widgets.HBox([act_w, par_w]), out])
+
+
+__all__ += ["activation_explorer"]
+
+
+def shortcut_profile_explorer(X: Tensor, y: Tensor, n_images: int = 128) -> widgets.Widget:
+    """Depth x shortcut x setting -> the per-unit profile of ||de/dx_l|| at initialisation
+    (survey eq. 66; chapter "structure/03_shortcuts"), on the first ``n_images`` rows of (X, y).
+
+    Shortcuts: ``plain`` (none), the six of ``models.residual.SHORTCUTS`` on original units, and
+    ``pre-activation`` (identity shortcut, He et al. 2016b). Settings: ``shortcuts_exp.SETTINGS``.
+    The dashed line is the identity shortcut in the same setting. Float64; one update takes well
+    under a second for 50 units.
+    """
+    from .experiments.shortcuts_exp import SETTINGS, init_profiles
+    from .models.residual import SHORTCUTS
+
+    Xs, ys = X[:n_images], y[:n_images]
+    style = dict(continuous_update=False)
+    controls = dict(
+        depth=widgets.IntSlider(16, min=2, max=50, description="units", **style),
+        shortcut=widgets.Dropdown(options=["plain", *SHORTCUTS, "pre-activation"], value="identity",
+                                  description="shortcut"),
+        setting=widgets.Dropdown(options=list(SETTINGS), value="he2016", description="setting"),
+    )
+
+    def show(depth: int, shortcut: str, setting: str) -> None:
+        arm = shortcut if shortcut in ("plain", "pre-activation") else "residual"
+        sc = shortcut if arm == "residual" else "identity"
+        prof = init_profiles(Xs, ys, [depth], arms=[arm], setting=setting, shortcut=sc)[(arm, depth)]
+        ref = init_profiles(Xs, ys, [depth], arms=["residual"], setting=setting)[("residual", depth)]
+        fig, ax = new_axes(width=6.4, height=3.6)
+        units = range(1, depth + 1)
+        ax.semilogy(units, ref.output_grad, "--", color="#7f7f7f", label="identity (reference)")
+        ax.semilogy(units, prof.output_grad, "o-", ms=3, color="#d62728", label=shortcut)
+        ax.set(xlabel="unit l (1 = nearest the input)", ylabel=r"$\|\partial e/\partial x_l\|$",
+               title=f"{setting}: first/last unit ratio {prof.ratio():.2g} (identity {ref.ratio():.2g})")
+        ax.grid(True, which="major", alpha=0.3)
+        ax.legend(fontsize=8)
+        plt.show()
+
+    out = widgets.interactive_output(show, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())), out])
+
+
+def lesion_explorer(accuracies: dict, baseline: dict, chance: float | None = None) -> widgets.Widget:
+    """Net x deleted unit -> test accuracy, from precomputed lesion accuracies (chapter
+    "structure/04_unraveled"; ``shortcuts_exp.lesion_accuracies``): ``accuracies[net]`` is the
+    accuracy with unit i deleted, ``baseline[net]`` without deletion. Nothing is recomputed."""
+    from .plotting import plot_lesions
+
+    names = list(accuracies)
+    net_w = widgets.Dropdown(options=names, value=names[0], description="net")
+    unit_w = widgets.IntSlider(1, min=1, max=len(accuracies[names[0]]), description="delete unit",
+                               continuous_update=False)
+
+    def sync(change) -> None:
+        unit_w.max = len(accuracies[change["new"]])
+
+    net_w.observe(sync, names="value")
+
+    def show(net: str, unit: int) -> None:
+        i = min(unit, len(accuracies[net])) - 1
+        acc, base = float(accuracies[net][i]), float(baseline[net])
+        fig, ax = new_axes(width=6.4, height=3.6)
+        plot_lesions(ax, accuracies, baseline, chance=chance, highlight=(net, i),
+                     title=f"{net}, unit {i + 1} deleted: accuracy {acc:.3f} (whole net {base:.3f}, change {acc - base:+.3f})")
+        plt.show()
+
+    out = widgets.interactive_output(show, dict(net=net_w, unit=unit_w))
+    return widgets.VBox([widgets.HBox([net_w, unit_w]), out])
+
+
+__all__ += ["shortcut_profile_explorer", "lesion_explorer"]
+
+
+def gate_gradient_explorer(hidden: int = 16, batch: int = 128) -> widgets.Widget:
+    """Cell x T x gate bias -> gradient norms over the time steps at initialisation (survey eq. 59):
+    ||de/dC_t|| with its forget and output terms for an LSTM, ||de/dh_t|| for every cell, and the
+    vanilla RNN of the same size as the reference (``gates_exp.time_gradients``; first-input
+    batch, float64). The gate bias is the LSTM's forget-gate b_f or the GRU's update-gate b_z."""
+    from .experiments.gates_exp import horizon_gate_bias, time_gradients
+    from .plotting import plot_time_gradients
+
+    style = dict(continuous_update=False)
+    controls = dict(
+        cell=widgets.Dropdown(options=["lstm", "peephole_lstm", "projection_lstm", "gru", "rnn"], value="lstm",
+                              description="cell"),
+        steps=widgets.IntSlider(50, min=5, max=200, step=5, description="T (steps)", **style),
+        gate_bias=widgets.FloatSlider(1.0, min=-3.0, max=8.0, step=0.25, description="gate bias", **style),
+    )
+
+    def show(cell: str, steps: int, gate_bias: float) -> None:
+        d = time_gradients(cell, steps, gate_bias, hidden, batch)
+        names = {"c": r"$\|\partial e/\partial C_t\|$", "forget_term": "forget (stable) term",
+                 "output_term": "output (dynamic) term", "h": rf"{cell}: $\|\partial e/\partial h_t\|$",
+                 "rnn_h": r"RNN: $\|\partial e/\partial h_t\|$"}
+        curves = {names[k]: v for k, v in d.items() if not (cell == "rnn" and k == "rnn_h")}
+        fig, ax = new_axes(width=7, height=3.6)
+        plot_time_gradients(ax, curves, styles={names["forget_term"]: "--", names["output_term"]: ":"})
+        kept = {k: v[0] / v[-1] for k, v in d.items() if k in ("c", "h") and v[-1] > 0}
+        ax.set_title(f"{cell}, T = {steps}, gate bias {gate_bias:g} (T-rule: {horizon_gate_bias(steps):.2f}); "
+                     + ", ".join(f"first/last {k}: {v:.2g}" for k, v in kept.items()), fontsize=8)
+        plt.show()
+
+    out = widgets.interactive_output(show, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())), out])
+
+
+def highway_gradient_explorer(X: Tensor, y: Tensor, seeds: int = 3) -> widgets.Widget:
+    """Depth x transform-gate bias x activation -> ||de/dx_l|| by layer at initialisation of the
+    plain net (71 units) and the highway net (50 blocks) of Srivastava et al.'s Fig. 1, median and
+    range over ``seeds`` nets (``gates_exp.init_gradients``)."""
+    import numpy as np
+
+    from .experiments.gates_exp import depth_scaled_gate_bias, init_gradients
+    from .plotting import plot_bands
+
+    style = dict(continuous_update=False)
+    controls = dict(
+        depth=widgets.IntSlider(50, min=3, max=150, description="layers", **style),
+        gate_bias=widgets.FloatSlider(-2.0, min=-10.0, max=2.0, step=0.25, description="b_T", **style),
+        activation=widgets.Dropdown(options=["relu", "tanh", "sigmoid", "elu"], value="relu", description="activation"),
+    )
+
+    def show(depth: int, gate_bias: float, activation: str) -> None:
+        g = init_gradients(X, y, depth, gate_bias, activation, seeds=range(seeds))
+        fig, ax = new_axes(width=7, height=3.6)
+        plot_bands(ax, np.arange(1, depth), {f"plain ({activation})": g["plain"],
+                                            f"highway, b_T = {gate_bias:g}": g["highway"]},
+                   xlabel="hidden layer l (after the first)", ylabel=r"$\|\partial e/\partial x_l\|$")
+        ax.set_title(f"depth-scaled b_T for {depth} layers: {depth_scaled_gate_bias(depth):.2f}", fontsize=9)
+        plt.show()
+
+    out = widgets.interactive_output(show, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())), out])
+
+
+__all__ += ["gate_gradient_explorer", "highway_gradient_explorer"]
