@@ -30,7 +30,7 @@ def test_render_pages_from_ledger_and_report(tmp_path):
     ]))
     (gen / "execution_report.json").write_text(json.dumps(
         {"part/nb.ipynb": dict(seconds=12.5, peak_rss_mb=600, ok=True), "_environment": dict(python="3.11")}))
-    render_pages(tmp_path)
+    render_pages(tmp_path, keep={"part/nb"})
     index = (gen / "reproduction_index.md").read_text()
     assert "1 of 2** checked numbers reproduce" in index
     assert "**not reproduced** [1]" in index and "±10%" in index and "{doc}`/book/part/nb`" in index

@@ -124,7 +124,8 @@ def parameter_grad_norms(model: nn.Module) -> list[tuple[str, float, float]]:
     rows = []
     for name, module in weighted_layers(model):
         ws = [p.grad for p in module.parameters(recurse=False) if p.dim() >= 2 and p.grad is not None]
-        bs = [p.grad for n, p in module.named_parameters(recurse=False) if "bias" in n and p.grad is not None]
+        bs = [p.grad for n, p in module.named_parameters(recurse=False)
+              if ("bias" in n or n.startswith("b_")) and p.grad is not None]  # b_h, b_o: VanillaRNN
         w = float(torch.sqrt(sum((g.double() ** 2).sum() for g in ws))) if ws else float("nan")
         b = float(torch.sqrt(sum((g.double() ** 2).sum() for g in bs))) if bs else float("nan")
         rows.append((name, w, b))

@@ -125,12 +125,19 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
-def render_pages(root: Path | None = None) -> None:
-    """Write the generated Markdown tables from the ledger and the execution report."""
+def render_pages(root: Path | None = None, keep: set[str] | None = None) -> None:
+    """Write the generated Markdown tables from the ledger and the execution report.
+
+    Only notebooks in ``keep`` (ids like ``"causes/02_three_factors"``) are listed; by default
+    those whose ``.ipynb`` exists under ``book/``, so a stale entry never links to a missing page.
+    """
     root = root or _root()
     gen = root / "book" / "_generated"
     gen.mkdir(parents=True, exist_ok=True)
-    entries = _read(gen / "reproductions.json")
+    if keep is None:
+        keep = {p.relative_to(root / "book").with_suffix("").as_posix()
+                for p in (root / "book").rglob("*.ipynb") if "_build" not in p.parts}
+    entries = [e for e in _read(gen / "reproductions.json") if e["notebook"] in keep]
     n_ok = sum(e["passed"] for e in entries)
     lines = [f"**{n_ok} of {len(entries)}** checked numbers reproduce within tolerance.", ""]
     for notebook in sorted({e["notebook"] for e in entries}):
@@ -151,6 +158,7 @@ def render_pages(root: Path | None = None) -> None:
     report_file = _report_path(root)
     report = json.loads(report_file.read_text()) if report_file.exists() else {}
     env = report.pop("_environment", {})
+    report = {k: v for k, v in report.items() if k.removesuffix(".ipynb") in keep}
     lines = ["| notebook | time (s) | peak memory (MB) | status |", "|---|---|---|---|"]
     total = 0.0
     for name, rec in report.items():
