@@ -27,6 +27,10 @@ name                      y (before the unit's sigma, if any)   He et al. 2016b,
 ``dropout``               m ⊙ x + F,  m ~ Bernoulli(1 - p)      Fig. 2f, p = 0.5: fails
 ========================  ====================================  =======================================
 
+The error rates of the last column were written from memory and have NOT been checked against
+the paper: do not cite them or put them in the ledger until someone has. (A secondary source, a
+Chinese translation of the paper, agrees on 6.61 %, 12.22 % and the failing dropout shortcut.)
+
 g(x) = sigma(W_g x + b_g) is a 1x1 convolution (a linear map for dense units) followed by the
 logistic sigmoid, b_g starting at ``gate_bias`` (default -6, the best row of each gated case).
 The dropout shortcut does *not* rescale by 1/(1 - p): He et al. read it as a multiplicative
