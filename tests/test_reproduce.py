@@ -166,3 +166,12 @@ def test_book_root_found_from_config_file(tmp_path, monkeypatch):
     (tmp_path / "book" / "sub").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "book" / "sub")
     assert ledger_path() == tmp_path / "book" / "_generated" / "reproductions.json"
+
+
+def test_check_accepts_numpy_scalars(tmp_path):
+    import numpy as np
+
+    ledger = Ledger.for_notebook("nb", path=tmp_path / "r.json")
+    rec = ledger.check("np", source="S", paper=np.float64(1.0), ours=np.float32(1.0), tolerance=np.float64(0.1))
+    assert rec.passed is True and isinstance(rec.ours, float)
+    assert '"passed": true' in (tmp_path / "r.json").read_text()

@@ -100,7 +100,8 @@ class Ledger:
         if not (math.isfinite(paper) and math.isfinite(tolerance) and tolerance >= 0):
             raise ValueError(f"{id}: paper value and tolerance must be finite, tolerance >= 0")
         allowed = tolerance * abs(paper) if relative else tolerance
-        within = math.isfinite(ours) and abs(ours - paper) <= allowed + 1e-12
+        paper, ours, tolerance = float(paper), float(ours), float(tolerance)  # numpy scalars too
+        within = bool(math.isfinite(ours) and abs(ours - paper) <= allowed + 1e-12)
         status = "reproduced" if within else "not reproduced"
         rec = Reproduction(id=id, source=source, paper=float(paper), ours=float(ours), tolerance=float(tolerance),
                            passed=within, notebook=self.notebook, relative=relative,
