@@ -210,3 +210,88 @@ def test_train_l1_adds_the_penalty_to_loss_and_gradient(data):
         # the penalty's gradient l1 * sign(W) moves every weight by an extra -lr * l1 * sign(W)
         torch.testing.assert_close(b.weight - a.weight, -lr * l1 * w0.weight.sign(), rtol=0, atol=1e-6)
         torch.testing.assert_close(b.bias, a.bias)
+
+
+# ---------------------------------------------------------------- adaptive gradient clipping (Brock et al. 2021)
+
+from unstable_gradients.clipping import UNITWISE_CLIPPERS, clip_grad_agc  # noqa: E402
+
+
+def _agc_reference(W: torch.Tensor, G: torch.Tensor, lam: float, eps: float = 1e-3) -> torch.Tensor:
+    """Brock et al. 2021, eq. 3, one unit (row; the whole vector for a bias) at a time, float64."""
+    out = G.double().clone()
+    rows = out.reshape(out.shape[0], -1) if out.dim() > 1 else out.reshape(1, -1)
+    wrows = W.double().reshape(rows.shape)
+    for i in range(rows.shape[0]):
+        w = max(float(wrows[i].norm()), eps)
+        g = float(rows[i].norm())
+        if g / w > lam:
+            rows[i] *= lam * w / g
+    return rows.reshape(G.shape)
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (3, 2, 3, 3), (5,)], ids=["matrix", "kernel", "bias"])
+@pytest.mark.parametrize("lam", [0.01, 0.3, 10.0])
+def test_agc_matches_eq3_unit_by_unit(shape, lam):
+    gen = torch.Generator().manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(shape, generator=gen, dtype=torch.float64))
+    with torch.no_grad():
+        p[0].mul_(1e-6)  # a unit with ||W_i|| below eps: the eps floor applies
+    spread = torch.linspace(0.01, 3, shape[0], dtype=torch.float64).reshape(-1, *[1] * (len(shape) - 1))
+    p.grad = torch.randn(shape, generator=gen, dtype=torch.float64) * spread
+    expected = _agc_reference(p.detach(), p.grad, lam)
+    changed = not torch.equal(expected, p.grad)
+    stats = clip_grad_agc([p], lam)
+    torch.testing.assert_close(p.grad, expected, rtol=1e-12, atol=1e-15)
+    assert stats.method == "agc" and stats.threshold == lam and stats.clipped == changed
+
+
+def test_agc_bounds_every_unit_ratio_and_reports_telemetry():
+    torch.manual_seed(1)
+    W = torch.nn.Parameter(torch.randn(8, 5))
+    W.grad = torch.randn(8, 5) * torch.tensor([0.001, 0.001, 1, 1, 1, 1, 1, 1]).reshape(-1, 1)
+    before = W.grad.clone()
+    stats = clip_grad_agc([W], 0.05)
+    ratio = W.grad.norm(dim=1) / W.detach().norm(dim=1).clamp(min=1e-3)
+    assert (ratio <= 0.05 + 1e-6).all()
+    torch.testing.assert_close(W.grad[:2], before[:2])  # small units are left alone
+    assert stats.fraction_entries_clipped == pytest.approx(6 / 8)
+    assert stats.norm_before == pytest.approx(float(before.double().norm()))
+    assert stats.norm_after == pytest.approx(float(W.grad.double().norm()), rel=1e-6)
+    assert 0 < stats.cosine < 1  # unit-wise rescaling turns the global direction
+
+
+def test_agc_is_a_no_op_under_a_large_threshold():
+    W = torch.nn.Parameter(torch.randn(4, 3))
+    W.grad = torch.randn(4, 3)
+    before = W.grad.clone()
+    stats = clip_grad_agc([W], 1e6)
+    assert torch.equal(W.grad, before) and not stats.clipped and stats.cosine == pytest.approx(1.0)
+
+
+def test_agc_is_registered_and_checks_its_arguments():
+    assert get_clipper("agc") is clip_grad_agc and UNITWISE_CLIPPERS["agc"] is clip_grad_agc
+    with pytest.raises(ValueError, match="unit-wise: agc"):
+        get_clipper("l3")
+    W = torch.nn.Parameter(torch.randn(2, 2))
+    W.grad = torch.ones(2, 2)
+    with pytest.raises(ValueError, match="clipping"):
+        clip_grad_agc([W], 0.0)
+    with pytest.raises(ValueError, match="eps"):
+        clip_grad_agc([W], 0.1, eps=0.0)
+
+
+def test_train_agc_skips_excluded_modules(data):
+    X, y = data
+    kw = dict(epochs=1, batch_size=200, lr=0.5, seed=0, progress=False, eval_every_epoch=False)
+    m_all, m_skip = _net(), _net()
+    last = len(m_all.linears) - 1
+    r_all = train(m_all, X, y, clip="agc", clip_value=1e-4, **kw)
+    r_skip = train(m_skip, X, y, clip="agc", clip_value=1e-4, clip_exclude=(f"linears.{last}",), **kw)
+    assert r_all.ok and r_skip.ok and all(r_all.clipped)
+    # the excluded output layer took the full step; the first layer saw the same clipped step
+    assert not torch.allclose(m_all.linears[last].weight, m_skip.linears[last].weight)
+    torch.testing.assert_close(m_all.linears[0].weight, m_skip.linears[0].weight)
+    assert r_skip.clip_norm_before[0] < r_all.clip_norm_before[0]  # telemetry over the clipped parameters only
+    with pytest.raises(ValueError, match="clip is None"):
+        train(_net(), X, y, clip_exclude=("linears.0",), progress=False)

@@ -62,7 +62,7 @@ def test_build_model_needs_a_known_kind():
     with pytest.raises(ValueError, match="kind"):
         build_model({"sizes": [3, 2]})
     with pytest.raises(ValueError) as err:
-        build_model({"kind": "transformer"})
+        build_model({"kind": "capsule_net"})
     for kind in MODELS:
         assert kind in str(err.value)
 

@@ -17,6 +17,7 @@ def test_readme_python_example_runs(capsys):
         exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "||de/dW||" in out and "ratio" in out
+    assert "['vanishing']" in out   # the diagnose example names what it finds
 
 
 def test_render_pages_from_ledger_and_report(tmp_path):

@@ -35,7 +35,7 @@ from .init import is_weight
 from .utils import lookup
 
 __all__ = ["ClipStats", "clip_grad_norm", "clip_grad_value", "CLIPPERS", "get_clipper", "weight_penalty",
-           "penalized_weights"]
+           "penalized_weights", "clip_grad_agc", "UNITWISE_CLIPPERS"]
 
 
 @dataclass
@@ -125,17 +125,73 @@ def clip_grad_value(parameters: Iterable[Tensor] | Tensor, clip_value: float) ->
                      n_clipped / n_total if n_total else 0.0)
 
 
+def _unitwise_norm(x: Tensor) -> Tensor:
+    """Norm of each unit, float64, broadcastable to ``x``: rows (output units / channels) of a
+    matrix or kernel, the whole tensor for vectors and scalars (biases, gains)."""
+    x = x.double()
+    if x.dim() <= 1:
+        return x.norm()
+    return x.flatten(1).norm(dim=1).reshape(-1, *([1] * (x.dim() - 1)))
+
+
+@torch.no_grad()
+def clip_grad_agc(parameters: Iterable[Tensor] | Tensor, clipping: float, eps: float = 1e-3) -> ClipStats:
+    """Adaptive gradient clipping, unit-wise (Brock, De, Smith & Simonyan 2021, §4.1, eq. 3):
+
+        G_i <- lambda * max(||W_i||, eps) / ||G_i|| * G_i   if ||G_i|| / max(||W_i||, eps) > lambda,
+
+    for every unit i (a row of a weight matrix, an output channel of a kernel; a whole bias vector
+    or scalar), lambda = ``clipping``, eps = 1e-3 as in the paper. The threshold is relative to the
+    weights, so it bounds each unit's step ||Delta W_i|| / ||W_i|| (for SGD, lr * lambda).
+    Brock et al. do not clip the final classifier: leave it out of ``parameters``
+    (``training.train(..., clip_exclude=("head",))``). Modifies ``.grad`` in place; ``ClipStats``
+    as for the other clippers, with ``fraction_entries_clipped`` the share of gradient entries in
+    clipped units."""
+    lam = _check_threshold(clipping, "clipping")
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    pairs = [(p, p.grad) for p in parameters if p.grad is not None]
+    grads = [g for _, g in pairs]
+    before = [g.clone() for g in grads]
+    norm = float(_norm(grads))
+    max_abs = max((float(g.abs().max()) for g in grads if g.numel()), default=0.0)
+    n_total = sum(g.numel() for g in grads)
+    n_clipped = 0
+    for p, g in pairs:
+        w_norm = _unitwise_norm(p.detach()).clamp(min=eps)
+        g_norm = _unitwise_norm(g)
+        over = g_norm > lam * w_norm
+        factor = torch.where(over, lam * w_norm / g_norm.clamp(min=1e-300), torch.ones_like(g_norm))
+        g.copy_((g.double() * factor).to(g.dtype))
+        n_clipped += int(over.expand(g.shape).sum()) if g.dim() > 1 else (g.numel() if bool(over) else 0)
+    norm_after = float(_norm(grads))
+    return ClipStats("agc", lam, norm, norm_after, max_abs, n_clipped > 0,
+                     _cosine(before, grads, norm, norm_after), n_clipped / n_total if n_total else 0.0)
+
+
 #: name -> clipper(parameters, threshold) -> ClipStats
 CLIPPERS: dict[str, Callable[[Iterable[Tensor] | Tensor, float], ClipStats]] = {
     "norm": clip_grad_norm,
     "value": clip_grad_value,
 }
 
+#: clippers that act unit by unit and need the weights as well as the gradients (no torch twin)
+UNITWISE_CLIPPERS: dict[str, Callable[[Iterable[Tensor] | Tensor, float], ClipStats]] = {"agc": clip_grad_agc}
+
 
 def get_clipper(name: str) -> Callable[[Iterable[Tensor] | Tensor, float], ClipStats]:
-    """The clipper called ``name`` (``"norm"`` or ``"value"``); unknown names raise a ``ValueError``
-    that lists the valid ones."""
-    return lookup(CLIPPERS, name, "clipper")
+    """The clipper called ``name`` (``"norm"``, ``"value"`` or ``"agc"``); unknown names raise a ``ValueError``
+    that lists the valid ones. ``CLIPPERS`` act on the global gradient vector, ``UNITWISE_CLIPPERS``
+    (``"agc"``) unit by unit."""
+    key = name.lower().replace("-", "_") if isinstance(name, str) else name
+    if key in UNITWISE_CLIPPERS:
+        return UNITWISE_CLIPPERS[key]
+    try:
+        return lookup(CLIPPERS, name, "clipper")
+    except ValueError as err:
+        raise ValueError(f"{err}; unit-wise: {', '.join(sorted(UNITWISE_CLIPPERS))}") from None
 
 
 def penalized_weights(model: nn.Module) -> list[Tensor]:

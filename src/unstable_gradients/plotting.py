@@ -4,7 +4,7 @@ One colour per arm across a chapter (``color_for``); gradient norms by layer on 
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -14,6 +14,9 @@ from matplotlib.figure import Figure
 
 from .activations import get_activation
 from .diagnostics import GradientProfile
+
+if TYPE_CHECKING:
+    from .diagnosis import Diagnosis
 
 __all__ = ["color_for", "plot_profiles", "plot_activations", "plot_series", "plot_seed_spread", "plot_bands",
            "new_axes", "PALETTE"]
@@ -608,3 +611,19 @@ def plot_histograms(ax: Axes, samples: Mapping[str, Sequence[float]], xlabel: st
 
 
 __all__ += ["plot_time_gradients", "plot_histograms"]
+
+
+def plot_diagnosis(ax_grad: Axes, ax_signal: Axes, diagnoses: Mapping[str, Diagnosis], title: str | None = None) -> Figure:
+    """Two views of ``diagnosis.diagnose`` results, one line per labelled diagnosis: the relative
+    gradient ||dW_l|| / ||W_l|| of each weighted layer (left) and the RMS of each hidden layer's
+    output (right), both on log axes against the layer's position (input side first)."""
+    for label, d in diagnoses.items():
+        ax_grad.semilogy(np.arange(1, len(d.relative_grad) + 1), d.relative_grad, "o-", ms=3, label=label,
+                         color=color_for(label))
+        ax_signal.semilogy(np.arange(1, len(d.signal_rms) + 1), d.signal_rms, "o-", ms=3, label=label,
+                           color=color_for(label))
+    _finish(ax_signal, "hidden layer (input side first)", "RMS of the layer's output", None)
+    return _finish(ax_grad, "weighted layer (input side first)", r"$\|\partial e/\partial W_l\| \,/\, \|W_l\|$", title)
+
+
+__all__ += ["plot_diagnosis"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -48,6 +49,12 @@ def _run_one(path: str, timeout: int) -> None:
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
                             resources={"metadata": {"path": str(Path(path).parent)}})
+    start = time.perf_counter()
+    stamp = lambda what: print(f"    [{time.perf_counter() - start:6.1f} s] {what}", file=sys.stderr, flush=True)  # noqa: E731
+    if os.environ.get("UG_TRACE_CELLS"):   # where a slow or stalled run spends its time
+        client.on_cell_start = lambda cell, cell_index: stamp(f"cell {cell_index} starts")
+        client.on_cell_executed = lambda cell, cell_index, execute_reply: stamp(f"cell {cell_index} done")
+        client.on_notebook_complete = lambda notebook: stamp("notebook complete")
     client.execute()
     nbformat.write(nb, path)
 

@@ -19,18 +19,11 @@ from tqdm.auto import tqdm
 from .clipping import get_clipper, weight_penalty
 from .diagnostics import parameter_grad_norms, weighted_layers
 from .losses import get_loss
+from .optim import OPTIMIZERS  # the registry lives in optim.py (survey §3.2: NGD, BNGD, ...)
 from .utils import lookup
 
 __all__ = ["TrainResult", "Divergence", "TrainingDiverged", "train", "evaluate", "OPTIMIZERS",
            "first_nonfinite_layer"]
-
-OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
-    "sgd": torch.optim.SGD,
-    "momentum": lambda params, lr, **kw: torch.optim.SGD(params, lr, momentum=kw.pop("momentum", 0.9), **kw),
-    "adagrad": torch.optim.Adagrad,
-    "rmsprop": torch.optim.RMSprop,
-    "adam": torch.optim.Adam,
-}
 
 
 @dataclass
@@ -157,11 +150,12 @@ def evaluate(model: nn.Module, X: Tensor, y: Tensor, loss: str = "cross_entropy"
 
 
 def train(model: nn.Module, X: Tensor, y: Tensor, *, epochs: int = 1, batch_size: int = 100, lr: float = 0.1,
-          optimizer: str = "sgd", loss: str = "cross_entropy", l2: float = 0.0, seed: int = 0,
+          optimizer: str | torch.optim.Optimizer = "sgd", loss: str = "cross_entropy", l2: float = 0.0, seed: int = 0,
           optimizer_kwargs: dict | None = None, test_data: tuple[Tensor, Tensor] | None = None,
           record_grads_every: int = 0, eval_every_epoch: bool = True, progress: bool = True,
           on_divergence: str = "stop", callback: Callable[[int, nn.Module], None] | None = None,
-          clip: str | None = None, clip_value: float | None = None, l1: float = 0.0) -> TrainResult:
+          clip: str | None = None, clip_value: float | None = None, l1: float = 0.0,
+          lr_schedule: Callable[[int], float] | None = None, clip_exclude: tuple[str, ...] = ()) -> TrainResult:
     """Train ``model`` on pre-loaded ``(X, y)`` with mini-batch gradient descent.
 
     ``l2`` adds (l2 / 2) * sum ||W||^2 and ``l1`` adds l1 * sum |W| over weight matrices (not
@@ -170,11 +164,18 @@ def train(model: nn.Module, X: Tensor, y: Tensor, *, epochs: int = 1, batch_size
     see ``clipping.CLIPPERS``) clips the gradient of all parameters before every optimizer step,
     with threshold ``clip_value`` (the maximal global L2 norm, or the maximal |g_i|), and records
     its telemetry in the result's ``clip_*`` lists; a non-finite gradient is still a divergence
-    (it is detected before clipping). ``record_grads_every=k`` records per-layer weight and bias
+    (it is detected before clipping). ``clip="agc"`` is adaptive gradient clipping
+    (``clipping.clip_grad_agc``, ``clip_value`` = lambda); ``clip_exclude`` names modules (e.g.
+    ``("head",)``) whose parameters are not clipped and not in the telemetry (Brock et al. 2021
+    do not clip the classifier). ``record_grads_every=k`` records per-layer weight and bias
     gradient norms every k steps (and at step 0), before clipping. ``on_divergence``: ``"stop"``
     returns early with ``result.diverged`` set (and a warning); ``"raise"`` raises
     ``TrainingDiverged``.
     The mini-batch order depends only on ``seed``.
+    ``optimizer`` is a name from ``OPTIMIZERS`` (built with ``lr`` and ``optimizer_kwargs``) or an
+    optimizer already built over ``model``'s parameters (then ``lr`` is not used and
+    ``optimizer_kwargs`` must be empty). ``lr_schedule(t)`` multiplies the base learning rate at
+    step t (``torch.optim.lr_scheduler.LambdaLR``; e.g. ``optim.lr_schedule("cosine", warmup=...)``).
     """
     if on_divergence not in ("stop", "raise"):
         raise ValueError(f"on_divergence must be 'stop' or 'raise', got {on_divergence!r}")
@@ -185,6 +186,11 @@ def train(model: nn.Module, X: Tensor, y: Tensor, *, epochs: int = 1, batch_size
     if l1 < 0 or l2 < 0:
         raise ValueError(f"weight penalties must be >= 0, got l1={l1}, l2={l2}")
     clipper = None
+    if clip_exclude and clip is None:
+        raise ValueError("clip_exclude was given but clip is None")
+    clip_exclude = (clip_exclude,) if isinstance(clip_exclude, str) else tuple(clip_exclude)
+    clip_params = [p for name, p in model.named_parameters()
+                   if not any(name == e or name.startswith(e + ".") for e in clip_exclude)]
     if clip is not None:
         clipper = get_clipper(clip)
         if clip_value is None:
@@ -195,7 +201,13 @@ def train(model: nn.Module, X: Tensor, y: Tensor, *, epochs: int = 1, batch_size
     elif clip_value is not None:
         raise ValueError("clip_value was given but clip is None: pass clip='norm' or clip='value'")
     lossf = get_loss(loss)
-    opt = lookup(OPTIMIZERS, optimizer, "optimizer")(model.parameters(), lr=lr, **(optimizer_kwargs or {}))
+    if isinstance(optimizer, torch.optim.Optimizer):
+        if optimizer_kwargs:
+            raise ValueError("optimizer_kwargs are for an optimizer given by name, not for a built optimizer")
+        opt = optimizer
+    else:
+        opt = lookup(OPTIMIZERS, optimizer, "optimizer")(model.parameters(), lr=lr, **(optimizer_kwargs or {}))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule) if lr_schedule is not None else None
     gen = torch.Generator().manual_seed(seed)
     result = TrainResult()
     n, step = len(X), 0
@@ -233,13 +245,15 @@ def train(model: nn.Module, X: Tensor, y: Tensor, *, epochs: int = 1, batch_size
                         result.grad_norms.setdefault(name, []).append(w)
                         result.bias_grad_norms.setdefault(name, []).append(b)
                 if clipper is not None:
-                    stats = clipper(model.parameters(), clip_value)
+                    stats = clipper(clip_params, clip_value)
                     result.clip_norm_before.append(stats.norm_before)
                     result.clip_norm_after.append(stats.norm_after)
                     result.clipped.append(stats.clipped)
                     result.clip_cosine.append(stats.cosine)
                     result.clip_fraction_entries.append(stats.fraction_entries_clipped)
                 opt.step()
+                if scheduler is not None:
+                    scheduler.step()
                 if callback is not None:
                     callback(step, model)
                 result.steps.append(step)

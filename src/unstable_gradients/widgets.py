@@ -541,3 +541,190 @@ def highway_gradient_explorer(X: Tensor, y: Tensor, seeds: int = 3) -> widgets.W
 
 
 __all__ += ["gate_gradient_explorer", "highway_gradient_explorer"]
+
+
+def feedback_signal_explorer(X: Tensor, y: Tensor, seeds: int = 2) -> widgets.Widget:
+    """Depth x width x activation x initialisation -> ||delta_l|| by hidden layer at initialisation
+    under back-propagation, feedback alignment and direct feedback alignment, median and range over
+    ``seeds`` nets (``feedback_exp.signal_profiles``; chapter ``future/03_without_backprop``)."""
+    import numpy as np
+
+    from .experiments.feedback_exp import signal_profiles
+    from .plotting import plot_bands
+
+    style = dict(continuous_update=False)
+    controls = dict(
+        depth=widgets.IntSlider(30, min=2, max=100, description="layers", **style),
+        width=widgets.IntSlider(64, min=8, max=256, step=8, description="width", **style),
+        activation=widgets.Dropdown(options=["tanh", "sigmoid", "relu"], value="tanh", description="activation"),
+        init=widgets.Dropdown(options=["torch_default", "lecun_normal", "xavier_normal", "he_normal"],
+                              value="torch_default", description="init"),
+    )
+
+    def show(depth: int, width: int, activation: str, init: str) -> None:
+        init_name = None if init == "torch_default" else init  # None: torch's U[-1/sqrt(n), 1/sqrt(n)]
+        prof = signal_profiles(X, y, depth, width, activation=activation, init=init_name, seeds=range(seeds))
+        fig, ax = new_axes(width=7, height=3.6)
+        plot_bands(ax, np.arange(1, depth + 1), {rule.upper(): v for rule, v in prof.items()},
+                   xlabel="hidden layer l (1 = nearest the input)", ylabel=r"$\|\delta_l\| = \|\partial e/\partial a_l\|$")
+        plt.show()
+
+    out = widgets.interactive_output(show, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())), out])
+
+
+__all__ += ["feedback_signal_explorer"]
+
+
+def diagnosis_explorer(n: int = 256) -> widgets.Widget:
+    """Case x version (broken / repaired) -> ``diagnosis.diagnose`` of the closing chapter's models
+    (``practice_exp.CASES``): the relative gradient and output RMS by layer, the gradient over
+    time for the LSTM, and the text report naming what is wrong."""
+    from .experiments.practice_exp import CASES, diagnose_case
+    from .plotting import plot_diagnosis, plot_time_gradients
+
+    controls = dict(case=widgets.Dropdown(options=[(c.title, k) for k, c in CASES.items()], description="model"),
+                    version=widgets.ToggleButtons(options=["broken", "repaired"], description="version"))
+
+    def show(case: str, version: str) -> None:
+        d = diagnose_case(case, version, n=n)
+        fig, axes = new_axes(ncols=3, width=4.0, height=3.2)
+        plot_diagnosis(axes[0], axes[1], {version: d})
+        if d.time_grad:
+            plot_time_gradients(axes[2], {version: d.time_grad})
+        else:
+            axes[2].set_axis_off()
+        plt.show()
+        print(d.report())
+
+    out = widgets.interactive_output(show, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())), out])
+
+
+__all__ += ["diagnosis_explorer"]
+
+
+def update_ratio_explorer(X: Tensor, y: Tensor, n_images: int = 256) -> widgets.Widget:
+    """Optimizer x learning rate x depth x activation -> the first step's per-layer gradient norm
+    ||g_l|| and update/weight ratio ||Δw_l||/||w_l|| of a deep MLP, next to SGD at its default
+    rate (``optim_exp.first_step_profiles``; chapter ``future/02_optimizers``). One step: cheap."""
+    import numpy as np
+
+    from .experiments.optim_exp import ARMS, DEFAULT_LRS, first_step_profiles
+    from .plotting import plot_series
+
+    style = dict(continuous_update=False)
+    controls = dict(
+        optimizer=widgets.Dropdown(options=[a for a in ARMS if a != "sgd"] + ["nesterov"], value="adam",
+                                   description="optimizer"),
+        lr=widgets.FloatLogSlider(1e-3, base=10, min=-5, max=0, step=0.25, description="lr", **style),
+        depth=widgets.IntSlider(6, min=2, max=20, description="layers", **style),
+        activation=widgets.Dropdown(options=["sigmoid", "tanh", "relu"], value="sigmoid", description="activation"),
+    )
+
+    def show(optimizer: str, lr: float, depth: int, activation: str) -> None:
+        profs = first_step_profiles(X[:n_images], y[:n_images], ["sgd", optimizer], depth=depth, activation=activation,
+                                    lrs={optimizer: lr})
+        labels = {"sgd": f"sgd, lr {DEFAULT_LRS['sgd']:g}", optimizer: f"{optimizer}, lr {lr:.2g}"}
+        x = np.arange(1, depth + 2)
+        fig, (a1, a2) = new_axes(ncols=2, width=4.6, height=3.4)
+        plot_series(a1, x, {labels["sgd"]: profs["sgd"].grad_norm}, "layer l (1 = input side)",
+                    r"$\|\partial e/\partial w_l\|$", title="gradient (the same for every optimizer)")
+        plot_series(a2, x, {labels[k]: p.ratio for k, p in profs.items()}, "layer l (1 = input side)",
+                    r"$\|\Delta w_l\| / \|w_l\|$", title="first step relative to the weights")
+        plt.show()
+
+    out = widgets.interactive_output(show, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())[:2]), widgets.HBox(list(controls.values())[2:]), out])
+
+
+__all__ += ["update_ratio_explorer"]
+
+
+def recurrent_gradient_explorer(seeds: int = 3, batch: int = 64) -> widgets.Widget:
+    """Cell x T x hidden size -> ||de/dh_t|| over the time steps at initialisation, median and range
+    over ``seeds`` (``recurrent_exp.time_gradients``: first-input batch, float64), next to the
+    vanilla RNN at torch's default scale (survey §3.1: norm-preserving recurrent matrices)."""
+    import numpy as np
+
+    from .experiments.recurrent_exp import CELL_ARMS, per_step_factor, time_gradients
+    from .plotting import plot_bands
+
+    style = dict(continuous_update=False)
+    controls = dict(
+        arm=widgets.Dropdown(options=list(CELL_ARMS), value="uRNN", description="cell"),
+        steps=widgets.IntSlider(100, min=10, max=300, step=10, description="T (steps)", **style),
+        hidden=widgets.IntSlider(32, min=4, max=128, step=4, description="hidden", **style),
+    )
+
+    def show(arm: str, steps: int, hidden: int) -> None:
+        ref = "RNN (torch default)"
+        runs = {a: time_gradients(a, steps, hidden, batch, range(seeds)) for a in dict.fromkeys([ref, arm])}
+        fig, ax = new_axes(width=7, height=3.6)
+        plot_bands(ax, range(1, steps + 1), runs, "time step t", r"$\|\partial e/\partial h_t\|$")
+        ax.set_title("per-step factor (median over seeds): " + ", ".join(
+            f"{a}: {np.median(per_step_factor(v)):.3f}" for a, v in runs.items()), fontsize=8)
+        plt.show()
+
+    out = widgets.interactive_output(show, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())), out])
+
+
+__all__ += ["recurrent_gradient_explorer"]
+
+
+def transformer_gradient_explorer(seeds: int = 2) -> widgets.Widget:
+    """Depth x weight -> ||dL/dW_l|| of that weight in each block at initialisation, post-LN against pre-LN,
+    median and range over ``seeds`` (``transformer_exp.layer_gradients``; Xiong et al. 2020, Fig. 3)."""
+    import numpy as np
+
+    from .experiments.transformer_exp import WEIGHTS, layer_gradients
+    from .plotting import plot_bands
+
+    style = dict(continuous_update=False)
+    controls = dict(depth=widgets.IntSlider(6, min=1, max=48, step=1, description="layers L", **style),
+                    weight=widgets.Dropdown(options=list(WEIGHTS), value="ffn_w2", description="weight"))
+
+    def show(depth: int, weight: str) -> None:
+        runs = {p: np.stack([layer_gradients(depth, p, s, weight) for s in range(seeds)]) for p in ("post_ln", "pre_ln")}
+        fig, ax = new_axes(width=7, height=3.6)
+        plot_bands(ax, np.arange(1, depth + 1), runs, "block l (1 = nearest the input)", rf"$\|\partial L/\partial W_l\|$ ({weight})")
+        ax.set_title("last / first block: " + ", ".join(f"{p} {np.median(v[:, -1] / v[:, 0]):.2f}" for p, v in runs.items()),
+                     fontsize=8)
+        plt.show()
+
+    out = widgets.interactive_output(show, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())), out])
+
+
+def gan_gradient_explorer() -> widgets.Widget:
+    """Discriminator training steps x seed -> D(G(z)) and G's gradient norm under each generator loss
+    (``gan_exp.confidence_sweep``), drawn on the analytic |dl/da| curves (Goodfellow et al. 2014, §3)."""
+    import numpy as np
+
+    from .experiments.gan_exp import analytic_slopes, confidence_sweep
+    from .plotting import color_for
+
+    style = dict(continuous_update=False)
+    controls = dict(d_steps=widgets.IntSlider(100, min=0, max=500, step=10, description="D steps", **style),
+                    seed=widgets.IntSlider(1, min=0, max=9, description="seed", **style))
+
+    def show(d_steps: int, seed: int) -> None:
+        m = confidence_sweep(checkpoints=(d_steps,), seeds=(seed,))
+        d = np.logspace(-5, -1e-5, 200)
+        fig, (ax1, ax2) = new_axes(ncols=2, width=4.2, height=3.4)
+        for name, slope in analytic_slopes(d).items():
+            ax1.loglog(d, slope, color=color_for(name), label=name)
+        ax1.axvline(m["d_fake"][0, 0], color="k", ls="--", lw=1, label="mean D(G(z)) now")
+        ax1.set(xlabel="D(G(z))", ylabel=r"$|\partial l/\partial a|$")
+        ax1.legend(fontsize=8)
+        names = ["saturating", "non_saturating"]
+        ax2.bar(names, [m[n][0, 0] for n in names], color=[color_for(n) for n in names])
+        ax2.set(yscale="log", ylabel=r"$\|\partial l/\partial \theta_G\|$", title=f"after {d_steps} D steps")
+        plt.show()
+
+    out = widgets.interactive_output(show, controls)
+    return widgets.VBox([widgets.HBox(list(controls.values())), out])
+
+
+__all__ += ["transformer_gradient_explorer", "gan_gradient_explorer"]
