@@ -38,3 +38,22 @@ def test_render_pages_from_ledger_and_report(tmp_path):
     assert "[1] why" in index
     status = (gen / "execution_report.md").read_text()
     assert "| 12.5 | 600 | ok |" in status and "Python 3.11" in status
+
+
+def test_execute_keeps_figures_under_a_non_interactive_backend(tmp_path, monkeypatch):
+    """``report execute`` must save the figures even when MPLBACKEND=Agg (as ``make`` exports)."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    from unstable_gradients.report import _missing_figures, execute_notebook
+
+    cell = new_code_cell("import matplotlib.pyplot as plt\nplt.plot([1, 2]);")
+    cell.metadata["mystnb"] = {"figure": {"caption": "a line", "name": "fig-test"}}
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(new_notebook(cells=[cell], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                        "language": "python"}}), path)
+    assert _missing_figures(nbformat.read(path, as_version=4)) == ["fig-test"]
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    rec = execute_notebook(path, timeout=120)
+    assert rec["ok"]
+    assert _missing_figures(nbformat.read(path, as_version=4)) == []

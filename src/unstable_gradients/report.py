@@ -41,11 +41,21 @@ def _notebooks(root: Path, given: list[str]) -> list[Path]:
                   if "_build" not in p.parts and ".ipynb_checkpoints" not in p.parts)
 
 
+def _missing_figures(nb) -> list[str]:
+    """Names of the captioned figures (``mystnb.figure`` cell metadata) whose cell has no image output."""
+    return [c.metadata["mystnb"]["figure"].get("name", "?") for c in nb.cells
+            if c.cell_type == "code" and "figure" in c.metadata.get("mystnb", {})
+            and not any("image/png" in o.get("data", {}) for o in c.get("outputs", []))]
+
+
 def _run_one(path: str, timeout: int) -> None:
     """Child process: execute one notebook in place with nbclient (cwd = its folder)."""
     import nbformat
     from nbclient import NotebookClient
 
+    # The kernel inherits the environment: a non-interactive MPLBACKEND (the Makefile exports Agg
+    # for the tests) would silently drop every figure from the saved notebook.
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", store_widget_state=True,
                             resources={"metadata": {"path": str(Path(path).parent)}})
@@ -56,6 +66,9 @@ def _run_one(path: str, timeout: int) -> None:
         client.on_cell_executed = lambda cell, cell_index, execute_reply: stamp(f"cell {cell_index} done")
         client.on_notebook_complete = lambda notebook: stamp("notebook complete")
     client.execute()
+    missing = _missing_figures(nb)
+    if missing:
+        raise RuntimeError(f"{path}: captioned figures without an image output: {', '.join(missing)}")
     nbformat.write(nb, path)
 
 
