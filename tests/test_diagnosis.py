@@ -158,3 +158,11 @@ def test_closing_chapter_shows_the_current_symptom_table():
     nb = nbformat.read(ROOT / "book" / "practice" / "01_diagnosing.ipynb", as_version=4)
     assert any(symptom_table() in c.source for c in nb.cells if c.cell_type == "markdown"), \
         "regenerate the table in book/practice/01_diagnosing.ipynb from diagnosis.symptom_table()"
+
+
+def test_chapter_numbers_follow_the_parts():
+    from unstable_gradients.diagnosis import chapter_number
+
+    assert chapter_number("/book/nodes/02_activations") == "4.2"
+    assert chapter_number("/book/future/05_normalisation_free") == "6.5"
+    assert "{doc}`1.2 </book/causes/02_three_factors>`" in symptom_table()

@@ -51,36 +51,36 @@ class Symptom:
 SYMPTOMS: dict[str, Symptom] = {
     "vanishing": Symptom(
         "early layers learn orders of magnitude slower than late ones",
-        "relative gradient ||dW_l||/||W_l|| by layer rises by > 10^3 from input to output",
-        "saturating activations (sigmoid' <= 1/4), weights too small for the activation, depth",
+        "relative gradient ‖dW_l‖/‖W_l‖ by layer rises by > 10³ from input to output",
+        "saturating activations (σ' ≤ 1/4), weights too small for the activation, depth",
         "ReLU-family activations; Xavier/He initialisation; batch/layer norm; residual or highway shortcuts; "
         "layer-wise pre-training",
         ("/book/causes/02_three_factors", "/book/causes/03_learning_speed", "/book/nodes/01_initialisation",
          "/book/nodes/02_activations", "/book/nodes/04_batch_norm", "/book/structure/03_shortcuts")),
     "exploding": Symptom(
         "early layers get far larger gradients than late ones; loss spikes",
-        "relative gradient by layer falls by > 10^3 from input to output",
-        "weights too large for the activation (|w sigma'| > 1 per layer); un-normalised residual sums",
+        "relative gradient by layer falls by > 10³ from input to output",
+        "weights too large for the activation (|w σ'| > 1 per layer); un-normalised residual sums",
         "smaller or orthogonal initialisation; gradient clipping (norm, value, adaptive); normalisation; "
         "Fixup/ReZero for un-normalised residual nets",
         ("/book/causes/02_three_factors", "/book/training/02_clipping", "/book/nodes/01_initialisation",
          "/book/future/05_normalisation_free")),
     "vanishing_in_time": Symptom(
         "a recurrent net ignores early inputs",
-        "||de/dx_t|| at the first step < 10^-3 of the last step's",
+        "‖de/dx_t‖ at the first step < 10⁻³ of the last step's",
         "recurrent Jacobian norms below one (small recurrent weights, saturated tanh, closed forget gates)",
         "gated cells (LSTM/GRU) with the forget gate open at the start (bias +1 or more); orthogonal or "
         "unitary recurrent matrices",
         ("/book/effects/01_depth_stops_helping", "/book/structure/01_gates", "/book/future/01_constrained_recurrent")),
     "exploding_in_time": Symptom(
         "a recurrent net's gradient is dominated by its earliest inputs; loss spikes",
-        "||de/dx_t|| at the first step > 10^3 times the last step's",
+        "‖de/dx_t‖ at the first step > 10³ times the last step's",
         "recurrent matrix with spectral radius above one",
         "gradient clipping; orthogonal/unitary recurrent matrices; gated cells",
         ("/book/effects/01_depth_stops_helping", "/book/training/02_clipping", "/book/future/01_constrained_recurrent")),
     "signal_growth": Symptom(
         "activations grow layer after layer",
-        "RMS of the layer outputs rises by > 10^2 from the first to the last hidden layer",
+        "RMS of the layer outputs rises by > 10² from the first to the last hidden layer",
         "initial variance above the activation's fixed point (e.g. Var(w) > 2/n_in for ReLU); "
         "un-normalised residual branches adding up",
         "He/Xavier initialisation; normalisation (batch norm, layer norm, pre-LN); Fixup, ReZero or SkipInit",
@@ -88,7 +88,7 @@ SYMPTOMS: dict[str, Symptom] = {
          "/book/future/05_normalisation_free")),
     "signal_decay": Symptom(
         "activations shrink layer after layer",
-        "RMS of the layer outputs falls by > 10^2 from the first to the last hidden layer",
+        "RMS of the layer outputs falls by > 10² from the first to the last hidden layer",
         "initial variance below the activation's fixed point (e.g. small Gaussian weights)",
         "He/Xavier initialisation; normalisation",
         ("/book/nodes/01_initialisation", "/book/nodes/04_batch_norm")),
@@ -106,13 +106,13 @@ SYMPTOMS: dict[str, Symptom] = {
         ("/book/nodes/01_initialisation", "/book/nodes/02_activations", "/book/nodes/04_batch_norm")),
     "update_too_large": Symptom(
         "training diverges or the loss jumps after a few steps",
-        "SGD update-to-weight ratio lr ||dW_l|| / ||W_l|| > 0.5 in a layer",
+        "SGD update-to-weight ratio lr ‖dW_l‖ / ‖W_l‖ > 0.5 in a layer",
         "a learning rate too large for the gradient the layer gets",
         "a smaller learning rate; warm-up; clipping; normalised or adaptive steps",
         ("/book/training/02_clipping", "/book/future/02_optimizers", "/book/nodes/04_batch_norm")),
     "update_too_small": Symptom(
         "training does not move",
-        "SGD update-to-weight ratio below 10^-7 in every layer",
+        "SGD update-to-weight ratio below 10⁻⁷ in every layer",
         "a learning rate too small for the gradient the net gets, or a vanishing gradient",
         "a larger learning rate; adaptive or normalised steps; the remedies for vanishing gradients",
         ("/book/effects/02_slow_convergence", "/book/future/02_optimizers")),
@@ -361,12 +361,23 @@ def _findings(d: Diagnosis, model: nn.Module, x: Tensor, th: Thresholds, finite:
     return out
 
 
+_PARTS = {"causes": 1, "effects": 2, "training": 3, "nodes": 4, "structure": 5, "future": 6}
+
+
+def chapter_number(path: str) -> str:
+    """``"/book/nodes/02_activations"`` -> ``"4.2"`` (part.chapter, as the book's table of contents)."""
+    _, _, part, name = path.split("/", 3)
+    return f"{_PARTS[part]}.{int(name.split('_', 1)[0])}"
+
+
 def symptom_table(link: Callable[[str], str] | None = None) -> str:
     """``SYMPTOMS`` as a Markdown table (symptom | measurement | causes | remedies | chapters);
-    ``link`` formats a chapter path (default: a MyST ``{doc}`` role)."""
-    link = link or (lambda p: f"{{doc}}`{p}`")
+    ``link`` formats a chapter path (default: a MyST ``{doc}`` role whose text is the chapter's
+    part.chapter number, e.g. 4.2)."""
+    link = link or (lambda p: f"{{doc}}`{chapter_number(p)} <{p}>`")
+    esc = lambda text: text.replace("|", "\\|")  # noqa: E731  (a bare | would split the cell)
     rows = ["| symptom | measurement | likely causes | remedies | demonstrated in |", "|---|---|---|---|---|"]
     for key, s in SYMPTOMS.items():
-        rows.append(f"| **{s.name}** (`{key}`) | {s.measurement} | {s.causes} | {s.remedies} | "
+        rows.append(f"| **{esc(s.name)}** (`{key}`) | {esc(s.measurement)} | {esc(s.causes)} | {esc(s.remedies)} | "
                     f"{', '.join(link(c) for c in s.chapters)} |")
     return "\n".join(rows)
