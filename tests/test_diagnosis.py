@@ -166,3 +166,11 @@ def test_chapter_numbers_follow_the_parts():
     assert chapter_number("/book/nodes/02_activations") == "4.2"
     assert chapter_number("/book/future/05_normalisation_free") == "6.5"
     assert "{doc}`1.2 </book/causes/02_three_factors>`" in symptom_table()
+
+
+def test_batch_norm_running_statistics_are_restored():
+    net = pe.cnn_model("broken")
+    X, y = pe.CASES["cnn"].data(64, 0)
+    before = {n: b.clone() for n, b in net.named_buffers()}
+    diagnose(net, X, y)
+    assert all(torch.equal(before[n], b) for n, b in net.named_buffers())

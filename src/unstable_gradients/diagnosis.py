@@ -18,8 +18,9 @@ Each measurement outside its threshold becomes a ``Finding`` that names a ``Symp
 symptom carries the likely causes, the remedies and the book's chapters that demonstrate them
 (``SYMPTOMS``, also rendered as the closing chapter's table by ``symptom_table``). The thresholds
 are rules of thumb, not theorems: ``Thresholds`` documents each and lets you change it.
-Works on any ``nn.Module`` (hooks are removed afterwards); it does not change the weights, and it
-leaves the gradients of the pass in ``.grad``.
+Works on any ``nn.Module`` (hooks are removed afterwards) in the mode it is in (train mode: batch
+statistics and dropout as in training); it changes neither the weights nor the buffers (batch
+norm's running statistics are restored), and it leaves the gradients of the pass in ``.grad``.
 """
 from __future__ import annotations
 
@@ -285,6 +286,7 @@ def diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None = None,
         return hook
 
     x = inputs.detach().clone().requires_grad_(time_axis is not None and inputs.is_floating_point())
+    buffers = {n: b.detach().clone() for n, b in model.named_buffers()}   # e.g. batch norm's running statistics
     handles = [m.register_forward_hook(watch_signal(n)) for n, m in layers]
     handles += [m.register_forward_hook(watch_units(n, m)) for n, m in units]
     try:
@@ -295,6 +297,10 @@ def diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None = None,
     finally:
         for h in handles:
             h.remove()
+        with torch.no_grad():
+            for n, b in model.named_buffers():
+                if n in buffers:
+                    b.copy_(buffers[n])
 
     d = Diagnosis(loss=float(value.detach()))
     d.layers = [n for n, _ in layers]
