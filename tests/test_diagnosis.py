@@ -174,3 +174,45 @@ def test_batch_norm_running_statistics_are_restored():
     before = {n: b.clone() for n, b in net.named_buffers()}
     diagnose(net, X, y)
     assert all(torch.equal(before[n], b) for n, b in net.named_buffers())
+
+
+class HeadFirst(nn.Module):
+    """Registers its read-out before its body: diagnose must follow forward order, not registration."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(64, 10)
+        self.body = mlp(nn.Sigmoid, 1.0, depth=12)[:-1]
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def test_layers_are_read_in_forward_order(batch):
+    d = diagnose(HeadFirst(), *batch)
+    assert d.layers[-1] == "head" and d.layers[0] == "body.0"
+    assert d.symptoms[0] == "vanishing"
+
+
+def test_a_reused_activation_is_counted_per_call(batch):
+    class Reuse(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.out = nn.Linear(32, 64), nn.Linear(64, 64), nn.Linear(64, 10)
+            self.relu = nn.ReLU()
+            nn.init.constant_(self.b.bias, -100.0)
+
+        def forward(self, x):
+            return self.out(self.relu(self.b(self.relu(self.a(x)))))
+
+    d = diagnose(Reuse(), *batch)
+    assert d.unit_layers == ["relu", "relu#2"]
+    assert d.dead_fraction[1] == 1.0 and d.dead_fraction[0] < 0.5
+    assert [f.where for f in d.findings if f.symptom == "dead_units"] == ["relu#2"]
+
+
+def test_one_odd_layer_does_not_decide(batch):
+    net = mlp(nn.ReLU, 2 ** 0.5, depth=8)
+    with torch.no_grad():
+        net[8].weight.mul_(1e-6)        # one layer in the middle with a tiny weight: a huge relative gradient there
+    assert "exploding" not in diagnose(net, *batch).symptoms and "vanishing" not in diagnose(net, *batch).symptoms

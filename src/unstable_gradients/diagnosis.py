@@ -52,7 +52,7 @@ class Symptom:
 SYMPTOMS: dict[str, Symptom] = {
     "vanishing": Symptom(
         "early layers learn orders of magnitude slower than late ones",
-        "relative gradient ‖dW_l‖/‖W_l‖ by layer rises by > 10³ from input to output",
+        "relative gradient ‖dW_l‖/‖W_l‖ rises by > 10³ from the input-side third of the layers to the output-side third",
         "saturating activations (σ' ≤ 1/4), weights too small for the activation, depth",
         "ReLU-family activations; Xavier/He initialisation; batch/layer norm; residual or highway shortcuts; "
         "layer-wise pre-training",
@@ -60,7 +60,7 @@ SYMPTOMS: dict[str, Symptom] = {
          "/book/nodes/02_activations", "/book/nodes/04_batch_norm", "/book/structure/03_shortcuts")),
     "exploding": Symptom(
         "early layers get far larger gradients than late ones; loss spikes",
-        "relative gradient by layer falls by > 10³ from input to output",
+        "relative gradient falls by > 10³ from the input-side third of the layers to the output-side third",
         "weights too large for the activation (|w σ'| > 1 per layer); un-normalised residual sums",
         "smaller or orthogonal initialisation; gradient clipping (norm, value, adaptive); normalisation; "
         "Fixup/ReZero for un-normalised residual nets",
@@ -81,7 +81,7 @@ SYMPTOMS: dict[str, Symptom] = {
         ("/book/effects/01_depth_stops_helping", "/book/training/02_clipping", "/book/future/01_constrained_recurrent")),
     "signal_growth": Symptom(
         "activations grow layer after layer",
-        "RMS of the layer outputs rises by > 10² from the first to the last hidden layer",
+        "RMS of the hidden layers' outputs rises by > 10² from the input-side third to the output-side third",
         "initial variance above the activation's fixed point (e.g. Var(w) > 2/n_in for ReLU); "
         "un-normalised residual branches adding up",
         "He/Xavier initialisation; normalisation (batch norm, layer norm, pre-LN); Fixup, ReZero or SkipInit",
@@ -89,7 +89,7 @@ SYMPTOMS: dict[str, Symptom] = {
          "/book/future/05_normalisation_free")),
     "signal_decay": Symptom(
         "activations shrink layer after layer",
-        "RMS of the layer outputs falls by > 10² from the first to the last hidden layer",
+        "RMS of the hidden layers' outputs falls by > 10² from the input-side third to the output-side third",
         "initial variance below the activation's fixed point (e.g. small Gaussian weights)",
         "He/Xavier initialisation; normalisation",
         ("/book/nodes/01_initialisation", "/book/nodes/04_batch_norm")),
@@ -130,9 +130,9 @@ SYMPTOMS: dict[str, Symptom] = {
 class Thresholds:
     """Where a measurement becomes a finding (rules of thumb; see ``SYMPTOMS`` for each)."""
 
-    layer_spread: float = 1e3       # max/min relative gradient across >= 3 weighted layers
+    layer_spread: float = 1e3       # relative gradient, output-side third / input-side third (>= 3 layers)
     time_spread: float = 1e3        # ||de/dx_first|| / ||de/dx_last|| or its inverse
-    signal_spread: float = 1e2      # max/min RMS of the hidden layers' outputs
+    signal_spread: float = 1e2      # RMS of the hidden layers' outputs, output-side third / input-side third
     dead_fraction: float = 0.5      # share of a layer's units that are dead
     saturated_fraction: float = 0.5  # share of a layer's outputs that are saturated
     update_high: float = 0.5        # lr ||dW|| / ||W|| above this in any layer
@@ -215,7 +215,9 @@ _RECTIFIERS = (A.ReLU, nn.ReLU, nn.ReLU6)
 
 
 def _unit_view(t: Tensor) -> Tensor:
-    """(units, everything else): features of (N, F) and (N, T, F), channels of (N, C, ...)."""
+    """(units, everything else): features of (N, F) and (N, T, F), channels of (N, C, H, W) and
+    higher. A 3-D output is read as (batch, time, features), so the channels of a ``Conv1d`` net's
+    (N, C, L) activations are not told apart (dead channels are then undercounted)."""
     if t.dim() == 2 or t.dim() == 3:
         return t.reshape(-1, t.shape[-1]).T
     return t.transpose(0, 1).reshape(t.shape[1], -1)
@@ -229,20 +231,31 @@ def _norm(ts: Sequence[Tensor]) -> float:
     return float(torch.sqrt(sum((t.detach().double() ** 2).sum() for t in ts))) if ts else float("nan")
 
 
-def _spread(values: Sequence[float]) -> tuple[float, int, int]:
-    """(max/min, index of min, index of max) over the finite, positive values."""
-    idx = [i for i, v in enumerate(values) if math.isfinite(v) and v > 0]
-    if len(idx) < 2:
-        return float("nan"), -1, -1
-    lo, hi = min(idx, key=lambda i: values[i]), max(idx, key=lambda i: values[i])
-    return values[hi] / values[lo], lo, hi
-
-
-def _trend(values: Sequence[float]) -> float:
-    """log10 of (geometric mean of the last third / that of the first third): > 0 rises to the output."""
+def _end_ratio(values: Sequence[float]) -> float:
+    """Geometric mean of the output-side third of the finite, positive ``values`` over that of the
+    input-side third: > 1 rises toward the output. Thirds, not single layers, so that one odd layer
+    (a query matrix with a tiny gradient at initialisation, a sparse embedding) decides nothing."""
     v = [math.log10(x) for x in values if math.isfinite(x) and x > 0]
+    if len(v) < 2:
+        return float("nan")
     k = max(1, len(v) // 3)
-    return sum(v[-k:]) / k - sum(v[:k]) / k
+    return 10 ** (sum(v[-k:]) / k - sum(v[:k]) / k)
+
+
+def _extreme(names: Sequence[str], values: Sequence[float], largest: bool) -> str:
+    ok = [(v, n) for v, n in zip(values, names) if math.isfinite(v) and v > 0]
+    return (max(ok) if largest else min(ok))[1] if ok else "?"
+
+
+def _forward_order(layers: list[tuple[str, nn.Module]], fired: dict[str, int]) -> list[tuple[str, nn.Module]]:
+    """``layers`` in the order their forward hooks fired (registration order says nothing about
+    the order of ``forward``). A layer that never ran as a module (e.g. attention's ``out_proj``,
+    used functionally) stays right after the layer registered before it."""
+    keys, last = [], -1.0
+    for i, (name, _) in enumerate(layers):
+        last = fired.get(name, last)
+        keys.append((last, name not in fired, i))
+    return [layers[i] for *_, i in sorted(keys)]
 
 
 def diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None = None,
@@ -266,23 +279,28 @@ def diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None = None,
     layers = weighted_layers(model)
     units = [(n, m) for n, m in model.named_modules() if isinstance(m, (*_RECTIFIERS, *_SATURATING))]
     rms: dict[str, float] = {}
+    fired: dict[str, int] = {}           # the order in which the weighted layers ran
     unit_stats: dict[str, tuple[float, float]] = {}
 
     def watch_signal(name: str):
         def hook(_m, _i, out):
+            fired.setdefault(name, len(fired))
             t = _first_tensor(out)
-            if t is not None:
+            if t is not None and name not in rms:
                 rms[name] = float(t.detach().double().pow(2).mean().sqrt())
         return hook
 
     def watch_units(name: str, module: nn.Module):
+        calls = [0]
+
         def hook(_m, _i, out):
             u = _unit_view(out.detach())
             dead = float((u == 0).all(dim=1).double().mean()) if isinstance(module, _RECTIFIERS) else float("nan")
             lo, hi = next((v for k, v in _SATURATING.items() if isinstance(module, k)), (None, None))
             sat = (float(((u - lo < 0.01) | (hi - u < 0.01)).double().mean())
                    if lo is not None else float("nan"))
-            unit_stats[name] = (dead, sat)
+            unit_stats[name if not calls[0] else f"{name}#{calls[0] + 1}"] = (dead, sat)   # one module, many calls
+            calls[0] += 1
         return hook
 
     x = inputs.detach().clone().requires_grad_(time_axis is not None and inputs.is_floating_point())
@@ -302,6 +320,7 @@ def diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None = None,
                 if n in buffers:
                     b.copy_(buffers[n])
 
+    layers = _forward_order(layers, fired)
     d = Diagnosis(loss=float(value.detach()))
     d.layers = [n for n, _ in layers]
     d.weight_norm = [_norm(_weights(m)) for _, m in layers]
@@ -311,7 +330,7 @@ def diagnose(model: nn.Module, inputs: Tensor, targets: Tensor | None = None,
     d.relative_grad = [g / w if w > 0 else float("nan") for g, w in zip(d.weight_grad, d.weight_norm)]
     hidden = [n for n, _ in layers if n in rms][:-1] if len(rms) > 2 else [n for n, _ in layers if n in rms]
     d.signal_layers, d.signal_rms = hidden, [rms[n] for n in hidden]
-    d.unit_layers = [n for n, _ in units if n in unit_stats]
+    d.unit_layers = list(unit_stats)
     d.dead_fraction = [unit_stats[n][0] for n in d.unit_layers]
     d.saturated_fraction = [unit_stats[n][1] for n in d.unit_layers]
     if time_axis is not None and x.grad is not None:
@@ -332,12 +351,12 @@ def _findings(d: Diagnosis, model: nn.Module, x: Tensor, th: Thresholds, finite:
         out.append(Finding("nonfinite", where, d.loss, f"non-finite {'output at ' + where if where != 'loss' else 'loss or gradient'}"))
         return out
     if len(d.layers) >= 3:
-        spread, lo, hi = _spread(d.relative_grad)
-        if spread > th.layer_spread:
-            trend = _trend(d.relative_grad)
-            key, i = ("vanishing", lo) if trend > 0 else ("exploding", hi)
-            out.append(Finding(key, d.layers[i], spread, f"relative gradient spans {spread:.1e}x across layers, "
-                               f"{'smallest' if key == 'vanishing' else 'largest'} at {d.layers[i]}"))
+        r = _end_ratio(d.relative_grad)
+        if r > th.layer_spread or r < 1 / th.layer_spread:
+            key = "vanishing" if r > 1 else "exploding"
+            where = _extreme(d.layers, d.relative_grad, largest=key == "exploding")
+            out.append(Finding(key, where, max(r, 1 / r), f"relative gradient of the output-side third of the layers is "
+                               f"{r:.1e}x that of the input-side third ({'smallest' if r > 1 else 'largest'} at {where})"))
     if d.time_grad and len(d.time_grad) >= 2 and d.time_grad[-1] > 0:
         r = d.time_grad[0] / d.time_grad[-1]
         if r < 1 / th.time_spread:
@@ -345,12 +364,12 @@ def _findings(d: Diagnosis, model: nn.Module, x: Tensor, th: Thresholds, finite:
         elif r > th.time_spread:
             out.append(Finding("exploding_in_time", "input", r, f"||de/dx_1|| / ||de/dx_T|| = {r:.1e}"))
     if len(d.signal_rms) >= 3:
-        spread, lo, hi = _spread(d.signal_rms)
-        if spread > th.signal_spread:
-            key = "signal_growth" if _trend(d.signal_rms) > 0 else "signal_decay"
-            i = hi if key == "signal_growth" else lo
-            out.append(Finding(key, d.signal_layers[i], spread, f"output RMS spans {spread:.1e}x across layers, "
-                               f"{'largest' if key == 'signal_growth' else 'smallest'} at {d.signal_layers[i]}"))
+        r = _end_ratio(d.signal_rms)
+        if r > th.signal_spread or r < 1 / th.signal_spread:
+            key = "signal_growth" if r > 1 else "signal_decay"
+            where = _extreme(d.signal_layers, d.signal_rms, largest=r > 1)
+            out.append(Finding(key, where, max(r, 1 / r), f"output RMS of the output-side third of the hidden layers is "
+                               f"{r:.1e}x that of the input-side third ({'largest' if r > 1 else 'smallest'} at {where})"))
     for name, dead, sat in zip(d.unit_layers, d.dead_fraction, d.saturated_fraction):
         if dead > th.dead_fraction:
             out.append(Finding("dead_units", name, dead, f"{dead:.0%} of the units after {name} are dead"))
