@@ -136,7 +136,7 @@ def _unitwise_norm(x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def clip_grad_agc(parameters: Iterable[Tensor] | Tensor, clipping: float, eps: float = 1e-3) -> ClipStats:
-    """Adaptive gradient clipping, unit-wise (Brock, De, Smith & Simonyan 2021, §4.1, eq. 3):
+    """Adaptive gradient clipping, unit-wise (Brock, De, Smith & Simonyan 2021, §4, eq. 3):
 
         G_i <- lambda * max(||W_i||, eps) / ||G_i|| * G_i   if ||G_i|| / max(||W_i||, eps) > lambda,
 

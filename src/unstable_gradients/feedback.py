@@ -20,8 +20,8 @@ Notation. ``FeedbackLinearFunction`` takes the feedback matrix as B (shape (n_in
 shape of W^T), so B = W^T gives back-propagation exactly. The feedback matrices are buffers, not
 parameters: no optimiser sees them and they never change. Their entries are drawn from
 U[-b, b] with b = ``feedback_scale`` / sqrt(k): for FA k = n_{l+1}, the dimension of the error
-B_{l+1} multiplies (the scale torch gives W_{l+1}, whose place B takes; Lillicrap et al. tune a
-scale by hand); for DFA k = n_l, the width of the layer that receives B_l e (Nøkland's code,
+B_{l+1} multiplies (a fan-out scale: torch draws the W_{l+1} whose place B takes at 1/sqrt(n_l),
+so the two agree only between layers of equal width; Lillicrap et al. tune a scale by hand); for DFA k = n_l, the width of the layer that receives B_l e (Nøkland's code,
 ``ErrorFeedback.lua``: U[-1/sqrt(n_l), 1/sqrt(n_l)]).
 
 Left out on purpose: convolutional layers, normalised or maxout MLPs, output activations (the

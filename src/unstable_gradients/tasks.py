@@ -1,7 +1,7 @@
 """Synthetic sequence tasks for recurrent nets.
 
 The copying-memory task (Hochreiter & Schmidhuber 1997, §5 experiment 2 in a different form;
-Arjovsky, Shah & Bengio 2016, §4.1). An alphabet of 10 symbols: 0 is the blank, 1-8 are data,
+Arjovsky, Shah & Bengio 2016, §5.1). An alphabet of 10 symbols: 0 is the blank, 1-8 are data,
 9 is the delimiter. A sequence has length T + 20:
 
     positions 0 ... 9          10 data symbols drawn uniformly from 1-8 (what is to be remembered)
@@ -13,7 +13,7 @@ The target is the blank everywhere except the last 10 positions, which hold the 
 order. The net reads one symbol per step (one-hot, 10 inputs) and outputs a distribution over the
 10 symbols at every step; the loss is the cross-entropy averaged over all T + 20 steps.
 
-The memoryless baseline (Arjovsky et al., eq. 11). Without memory of the first 10 inputs the best
+The memoryless baseline (Arjovsky et al. 2016, §5.1). Without memory of the first 10 inputs the best
 one can do is predict the blank with probability 1 before the delimiter's successor and the uniform
 distribution over the 8 data symbols for the last 10 steps: cross-entropy 0 on T + 10 steps and
 log 8 on 10, i.e. 10 log(8) / (T + 20) per step. ``memoryless_logits`` builds exactly that
@@ -62,7 +62,7 @@ def one_hot(x: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
 
 
 def copying_baseline(T: int) -> float:
-    """The memoryless cross-entropy 10 log(8) / (T + 20) (Arjovsky et al. 2016, eq. 11)."""
+    """The memoryless cross-entropy 10 log(8) / (T + 20) (Arjovsky et al. 2016, §5.1)."""
     return N_MEMORISE * math.log(N_DATA) / (T + 2 * N_MEMORISE)
 
 

@@ -199,8 +199,8 @@ def zero_init_signals(X: Tensor, y: Tensor, depth: int = 7, width: int = 240, ru
                       seed: int = 0) -> dict[str, np.ndarray]:
     """||delta_l|| of every hidden layer when all weights and biases are 0 (float64, tanh): BP
     gives exactly 0 (the error passes through W_{l+1}^T = 0); FA and DFA do not (their B are not
-    0; f'(0) = 1). Only W_1 then gets a non-zero update at the first step (x_l = tanh(0) = 0 above
-    the input), the layers above follow once the layers below them have moved."""
+    0; f'(0) = 1). At the first step only W_1 and the biases get a non-zero update (x_l = tanh(0) = 0
+    above the input); from the second step, with x_l = tanh(b_l) != 0, every layer does."""
     out = {}
     for rule in _check_rules(rules):
         net = build_feedback_net(rule, depth, width, seed, X.shape[1], int(y.max()) + 1, zero_init=True).double()

@@ -5,7 +5,7 @@
   norm, Fixup, ReZero, SkipInit); ``predicted_profile`` is the closed form of each (below).
 - ``train_arms``: a deep residual MLP on an MNIST subset, one run per arm and seed, through
   ``training.train``; ``clip_arms`` the same net trained with no clipping, norm, value and adaptive
-  gradient clipping (``clipping.clip_grad_agc``; Brock et al. 2021, §4.1).
+  gradient clipping (``clipping.clip_grad_agc``; Brock et al. 2021, §4).
 
 The recursion behind ``predicted_profile``: a unit adds its branch, x_{l+1} = x_l + alpha F(x_l),
 and at initialisation F(x_l) is uncorrelated with x_l, so q_{l+1} = q_l + alpha^2 E[F(x_l)^2]. For a

@@ -158,7 +158,7 @@ def constraint_after_training(arm: str, steps: int = 20, lr: float = 1.0, T: int
 
 
 # ---------------------------------------------------------------------------------------------
-# The copying-memory task (Arjovsky et al. 2016, §4.1)
+# The copying-memory task (Arjovsky et al. 2016, §5.1)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -185,7 +185,7 @@ class SequenceTorchLSTM(nn.Module):
 #: T + 20 steps, final loss on ``n_test`` new sequences.
 COPYING = dict(T=20, steps=300, batch=20, lr=1e-3, alpha=0.9, clip=1.0, n_test=500,
                hidden={"RNN": 40, "LSTM": 20, "orthogonal RNN": 40, "uRNN": 64})
-#: their sizes (§4.1 as we read it: hidden sizes chosen for roughly equal parameter counts) and a
+#: their sizes (§5.1 as we read it: hidden sizes chosen for roughly equal parameter counts) and a
 #: longer run; T = 100, 200, 300 and 500 in their Fig. 1.
 COPYING_PAPER = dict(COPYING, T=100, steps=3000, hidden={"RNN": 80, "LSTM": 40, "orthogonal RNN": 128, "uRNN": 128})
 

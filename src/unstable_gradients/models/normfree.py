@@ -14,7 +14,7 @@ Var(x_{l+1}) = 2 Var(x_l); De & Smith 2020, §2).
   the authors' basic block (b_1a before W_1, b_1b before sigma, b_2a before W_2, the multiplier
   and b_2b after W_2), in the pre-activation order:
   F(x) = s (W_2 (sigma(W_1 (sigma(x) + b_1a) + b_1b) + b_2a)) + b_2b.
-- **ReZero** (Bachlechner et al. 2020, "ReZero is all you need", eq. 3): x_{l+1} = x_l + alpha_l F(x_l),
+- **ReZero** (Bachlechner et al. 2020, "ReZero is all you need"): x_{l+1} = x_l + alpha_l F(x_l),
   one learnable scalar alpha_l per unit, initialised to 0.
 - **SkipInit** (De & Smith 2020, NeurIPS, §4): a learnable scalar multiplier alpha at the end of
   each residual branch in place of batch norm, initialised to 0 or to a small constant
@@ -62,7 +62,7 @@ class ScalarResidualBlock(PreActResidualBlock):
 
 
 class ReZeroBlock(ScalarResidualBlock):
-    """ReZero unit, x + alpha F(x) with alpha = 0 at init (Bachlechner et al. 2020, eq. 3)."""
+    """ReZero unit, x + alpha F(x) with alpha = 0 at init (Bachlechner et al. 2020)."""
 
 
 class SkipInitBlock(ScalarResidualBlock):

@@ -30,7 +30,7 @@ imaginary parts), the nonlinearity is modReLU, and the output reads [Re h_t, Im 
     h_t = modReLU(W h_{t-1} + V x_t),   o_t = U [Re h_t; Im h_t] + b_o
     modReLU(z) = ReLU(|z| + b) z / |z|                                         (their eq. 8)
 
-Initialisation as in their §5 (as we read it): V and U Glorot-uniform, the modReLU bias b = 0,
+Initialisation as in their §4.3 (as we read it): V and U Glorot-uniform, the modReLU bias b = 0,
 reflection vectors from U[-1, 1] (real and imaginary parts), phases θ from U[-π, π], and a learned
 h_0 from U[-sqrt(3/(2n)), sqrt(3/(2n))] (real and imaginary parts), so E||h_0||^2 = 1.
 
