@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..diagnosis import Diagnosis, diagnose
@@ -28,6 +27,7 @@ from ..training import evaluate, train
 from ..utils import lookup, set_seed
 from .effects_rnn import first_input_task
 from .gates_exp import horizon_gate_bias
+from .transformer_exp import reversal_batch, token_loss
 
 __all__ = ["SequenceClassifier", "TokenTransformer", "bn_cnn", "reversal_task", "lstm_model", "transformer_model", "cnn_model", "token_loss",
            "CASES", "Case", "diagnose_case", "train_case"]
@@ -77,16 +77,8 @@ def bn_cnn() -> nn.Sequential:
 
 
 def reversal_task(n: int, length: int = 12, vocab: int = 16, seed: int = 0) -> tuple[Tensor, Tensor]:
-    """``n`` random token sequences and their reversals (the target of every position)."""
-    if n < 1 or length < 1 or vocab < 2:
-        raise ValueError(f"need n >= 1, length >= 1, vocab >= 2; got {n}, {length}, {vocab}")
-    x = torch.randint(0, vocab, (n, length), generator=torch.Generator().manual_seed(seed))
-    return x, x.flip(1)
-
-
-def token_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """Cross-entropy over every position of a (batch, length, vocab) output."""
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    """``n`` random token sequences and their reversals (``transformer_exp.reversal_batch``, seeded)."""
+    return reversal_batch(n, length, vocab, generator=torch.Generator().manual_seed(seed))
 
 
 def lstm_model(init: str, steps: int = 50, hidden: int = 32, seed: int = 0) -> SequenceClassifier:

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from ..models.transformer import EncoderBlock, SequenceTransformer, from_torch_layer
 from ..utils import lookup
 
-__all__ = ["torch_parity", "reversal_batch", "WEIGHTS", "layer_gradients", "stream_scale", "depth_sweep", "depth_exponent",
+__all__ = ["torch_parity", "reversal_batch", "token_loss", "WEIGHTS", "layer_gradients", "stream_scale", "depth_sweep", "depth_exponent",
            "warmup_lambda", "ReversalRun", "train_reversal", "warmup_sweep", "WARMUP_ARMS"]
 
 _F64 = torch.float64
@@ -91,6 +91,11 @@ def reversal_batch(batch: int, seq_len: int, vocab: int, generator: torch.Genera
     return x, x.flip(1)
 
 
+def token_loss(logits: Tensor, targets: Tensor) -> Tensor:
+    """Cross-entropy over every position of a (batch, length, vocab) output."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
 def _model(num_layers: int, placement: str, d_model: int, n_heads: int, d_ff: int, vocab: int, seq_len: int,
            seed: int, dtype: torch.dtype = torch.float32) -> SequenceTransformer:
     torch.manual_seed(seed)
@@ -106,7 +111,7 @@ def layer_gradients(num_layers: int, placement: str, seed: int = 0, weight: str 
     get = lookup(WEIGHTS, weight, "transformer weight")
     model = _model(num_layers, placement, d_model, n_heads, d_ff, vocab, seq_len, seed, _F64)
     x, y = reversal_batch(batch, seq_len, vocab, torch.Generator().manual_seed(seed + 10_000))
-    F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1)).backward()
+    token_loss(model(x), y).backward()
     return np.array([float(get(b).grad.norm()) for b in model.encoder.blocks])
 
 
@@ -189,7 +194,7 @@ def train_reversal(placement: str, lr: float, warmup_steps: int = 0, steps: int 
     run = ReversalRun(placement, lr, warmup_steps, seed)
     for _ in tqdm(range(steps), disable=not progress, desc=f"{placement} warm-up {warmup_steps}"):
         x, y = (t.to(device) for t in reversal_batch(batch, seq_len, vocab, gen))
-        loss = F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
+        loss = token_loss(model(x), y)
         opt.zero_grad()
         loss.backward()
         run.grad_norms.append(float(nn.utils.clip_grad_norm_(model.parameters(), math.inf)))   # the norm, unclipped
